@@ -1,0 +1,60 @@
+"""The trajectory table's contract: column names, dtypes and parquet metadata keys.
+
+One row per run and evaluated iteration. Every writer and reader of trajectories goes through
+these names, so a notebook, a plot and the tracker always agree on what a column means.
+"""
+
+from __future__ import annotations
+
+# Identity of the run (same value on every row of one run).
+ID_COLUMNS: dict[str, str] = {
+    "run_id": "string",
+    "method": "string",
+    "source": "string",
+    "target": "string",
+    "shots": "int64",
+    "seed": "int64",
+}
+
+# Where in training the row was measured.
+PROGRESS_COLUMNS: dict[str, str] = {
+    "iteration": "int64",
+    "images_seen": "int64",
+    "wall_time_s": "float64",
+}
+
+# The protocol's metrics; null where a metric was not computed.
+METRIC_COLUMNS: dict[str, str] = {
+    "fid": "float64",
+    "fid_backbone": "string",
+    "fid_n_gen": "Int64",
+    "realism_pt": "float64",
+    "intra_lpips": "float64",
+    "intra_lpips_std": "float64",
+    "lpips_backbone": "string",
+    "nearest_shot_lpips": "float64",
+}
+
+# Columns every trajectory has, in order. Extra metrics (for example the embedded world's
+# ground-truth diversity columns `gt_coverage`, `gt_replication`) follow as float64 columns.
+COLUMNS: dict[str, str] = {**ID_COLUMNS, **PROGRESS_COLUMNS, **METRIC_COLUMNS}
+
+# Key-value metadata of every trajectory parquet file (values are UTF-8 strings).
+META_CONFIG = "adaptscope.config"  # the run's resolved config, JSON
+META_VERSION = "adaptscope.version"  # adaptscope version that wrote the file
+META_PROTOCOL = "adaptscope.protocol"  # evaluation protocol, JSON (backbones, sample counts, ...)
+META_SCHEMA = "adaptscope.schema"  # schema version of this table
+SCHEMA_VERSION = "1"
+
+# File names inside a run directory.
+TRAJECTORY_FILE = "trajectory.parquet"
+CONFIG_FILE = "config.toml"
+SAMPLES_DIR = "samples"  # samples/iter_000500.png (grid) and samples/iter_000500.npy (uint8 NHWC)
+SHOTS_FILE = "shots.npy"  # the few-shot training images, uint8 NHWC (and shots.png)
+CHECKPOINT_DIR = "checkpoints"
+DONE_FILE = "DONE"  # written when a run has finished its schedule
+
+
+def sample_file(iteration: int, suffix: str) -> str:
+    """Relative path of the sample grid saved at `iteration` (`suffix` is 'png' or 'npy')."""
+    return f"{SAMPLES_DIR}/iter_{iteration:06d}.{suffix}"
