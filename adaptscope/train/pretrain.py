@@ -1,0 +1,159 @@
+"""Pretraining the embedded world's small source StyleGAN2 on ToyFaces, resumably.
+
+Recipe (defaults below, values in `experiments/pretrain-source.toml`): the small-resolution
+StyleGAN2 configuration of NVIDIA's StyleGAN2-ADA for 32 px (CIFAR-10: R1 gamma 0.01, 2 mapping
+layers, learning rate 0.0025, no path-length regularisation, no style mixing) with an EMA
+half-life of 10k images ramped up over the first images, as that configuration does. The R1
+gamma of the 256 px FFHQ recipe (10) is far too strong at this resolution.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from adaptscope.data import toyfaces
+from adaptscope.images import save_grid, to_uint8
+from adaptscope.models import Discriminator, Generator, load_checkpoint, save_checkpoint
+from adaptscope.train.losses import d_logistic_loss, d_r1_penalty, ema_update, g_nonsaturating_loss
+
+
+@dataclass
+class SourceModelConfig:
+    """Architecture of the toy source model: one width at every resolution."""
+
+    size: int = 32
+    style_dim: int = 128
+    n_mlp: int = 2
+    width: int = 64
+    lr_mlp: float = 0.01
+
+    def channels(self) -> dict[int, int]:
+        return {2**i: self.width for i in range(2, self.size.bit_length())}
+
+
+@dataclass
+class PretrainConfig:
+    model: SourceModelConfig = field(default_factory=SourceModelConfig)
+    domain: str = "source"
+    steps: int = 12000
+    batch: int = 16
+    lr: float = 0.0025
+    r1_gamma: float = 0.01
+    r1_every: int = 16
+    ema_half_life_images: float = 10_000.0
+    ema_rampup: float = 0.05  # half-life <= rampup * images seen (StyleGAN2-ADA's ramp-up)
+    seed: int = 0
+    checkpoint_every: int = 250
+    sample_every: int = 1000
+    threads: int = 1
+
+
+def build_networks(cfg: SourceModelConfig) -> tuple[Generator, Discriminator]:
+    channels = cfg.channels()
+    g = Generator(cfg.size, cfg.style_dim, cfg.n_mlp, lr_mlp=cfg.lr_mlp, channels=channels)
+    d = Discriminator(cfg.size, channels=channels)
+    return g, d
+
+
+def _lazy_adam(params, lr: float, every: int) -> torch.optim.Adam:
+    # Lazy regularisation: lr and betas are rescaled so the effective step matches every-step
+    # regularisation (as in the reference).
+    c = every / (every + 1)
+    return torch.optim.Adam(params, lr=lr * c, betas=(0.0, 0.99**c))
+
+
+def _real_batch(cfg: PretrainConfig, step: int) -> torch.Tensor:
+    # A fresh, deterministic slice of the source domain per step: no dataset to store.
+    start = toyfaces.SOURCE_RANGE.start + step * cfg.batch
+    return toyfaces.render_tensor(cfg.domain, range(start, start + cfg.batch), cfg.model.size)
+
+
+def pretrain_source(cfg: PretrainConfig, out_dir: str | Path, *, log=print) -> Path:
+    """Train (or resume) the source model in `out_dir`; returns the checkpoint path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / "checkpoint.pt"
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+
+    g, d = build_networks(cfg.model)
+    g_ema, _ = build_networks(cfg.model)
+    g_ema.load_state_dict(g.state_dict())
+    g_ema.eval().requires_grad_(False)
+    g_opt = torch.optim.Adam(g.parameters(), lr=cfg.lr, betas=(0.0, 0.99))
+    d_opt = _lazy_adam(d.parameters(), cfg.lr, cfg.r1_every)
+    step = 0
+    if ckpt_path.exists():
+        ck = load_checkpoint(ckpt_path)
+        g.load_state_dict(ck.g.state_dict())
+        d.load_state_dict(ck.d.state_dict())
+        g_ema.load_state_dict(ck.g_ema.state_dict())
+        g_opt.load_state_dict(ck.extra["g_optim"])
+        d_opt.load_state_dict(ck.extra["d_optim"])
+        torch.set_rng_state(ck.extra["torch_rng"])
+        step = int(ck.extra["step"])
+        log(f"resumed from {ckpt_path} at step {step}")
+
+    fixed_z = torch.randn(32, cfg.model.style_dim, generator=torch.Generator().manual_seed(1234))
+    t0 = time.perf_counter()
+    with (out / "log.jsonl").open("a") as log_file:
+        while step < cfg.steps:
+            real = _real_batch(cfg, step)
+            # Discriminator step (with lazy R1).
+            g.requires_grad_(False)
+            d.requires_grad_(True)
+            with torch.no_grad():
+                fake, _ = g([torch.randn(cfg.batch, cfg.model.style_dim)])
+            d_loss = d_logistic_loss(d(real), d(fake))
+            d_opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            r1 = torch.zeros(())
+            if cfg.r1_gamma > 0 and step % cfg.r1_every == 0:
+                real.requires_grad_(True)
+                r1 = d_r1_penalty(d(real), real)
+                (cfg.r1_gamma / 2 * r1 * cfg.r1_every).backward()
+            d_opt.step()
+            # Generator step.
+            g.requires_grad_(True)
+            d.requires_grad_(False)
+            fake, _ = g([torch.randn(cfg.batch, cfg.model.style_dim)])
+            g_loss = g_nonsaturating_loss(d(fake))
+            g_opt.zero_grad(set_to_none=True)
+            g_loss.backward()
+            g_opt.step()
+            step += 1
+            images = step * cfg.batch
+            half_life = min(cfg.ema_half_life_images, cfg.ema_rampup * images)
+            ema_update(g_ema, g, 0.5 ** (cfg.batch / max(half_life, 1e-8)))
+
+            if step % 50 == 0:
+                rec = {"step": step, "images": images, "d_loss": d_loss.item(),
+                       "g_loss": g_loss.item(), "r1": r1.item(),
+                       "sec": round(time.perf_counter() - t0, 1)}
+                log_file.write(json.dumps(rec) + "\n")
+                log_file.flush()
+            if step % cfg.sample_every == 0 or step == cfg.steps:
+                with torch.no_grad():
+                    sample, _ = g_ema([fixed_z])
+                save_grid(to_uint8(sample), out / f"samples_{step:06d}.png", scale=2)
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                save_checkpoint(ckpt_path, g_ema=g_ema, g=g, d=d, g_optim=g_opt.state_dict(),
+                                d_optim=d_opt.state_dict(), torch_rng=torch.get_rng_state(),
+                                step=step)
+                log(f"step {step}/{cfg.steps}  d {d_loss.item():.3f}  g {g_loss.item():.3f}  "
+                    f"{time.perf_counter() - t0:.0f}s")
+    return ckpt_path
+
+
+def export_source(checkpoint: str | Path, out: str | Path, meta: dict | None = None) -> None:
+    """Write the shipped source model (`g`, `d`, `g_ema` and their configs; no optimisers)."""
+    ck = load_checkpoint(checkpoint)
+    save_checkpoint(out, g_ema=ck.g_ema, g=ck.g, d=ck.d, step=int(ck.extra.get("step", 0)),
+                    meta=json.dumps(meta or {}))
