@@ -1,0 +1,35 @@
+"""FreezeD: fine-tuning with the high-resolution discriminator blocks frozen."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from torch import nn
+
+from adaptscope.methods.base import Method, hp, register_method
+
+
+@register_method("freezed")
+class FreezeD(Method):
+    summary = "Freeze D's high-resolution blocks, train its last blocks (Mo et al., 2020)."
+
+    @dataclass
+    class Params:
+        trainable_blocks: int = hp(
+            2,
+            "Trailing discriminator ResBlocks that train, with final_conv and final_linear. "
+            "[S] By analogy with the StyleGAN-v1 original, which trains the blocks at 16x16 "
+            "and below: on the reference 256 px D that is convs.5 and convs.6.",
+        )
+
+    def trainable_d_parameters(self) -> Iterator[nn.Parameter]:
+        d = self.ctx.d
+        n_blocks = len(d.convs) - 1  # convs.0 is the 1x1 fromRGB layer
+        k = self.params.trainable_blocks
+        if not 0 <= k <= n_blocks:
+            raise ValueError(f"freezed.trainable_blocks must be in 0..{n_blocks}, got {k}")
+        for block in list(d.convs)[len(d.convs) - k:]:
+            yield from block.parameters()
+        yield from d.final_conv.parameters()
+        yield from d.final_linear.parameters()

@@ -1,0 +1,152 @@
+"""Executing many RunSpecs: one process per run on CPU cores, live progress, a final summary.
+
+On a CPU, one single-threaded process per run is faster than one multi-threaded process for the
+small models of the embedded world (see experiments/benchmarks/bench_parallel_runs.py). Each run
+is independent and resumable, so a failure in one run never stops or corrupts the others.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import traceback
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from adaptscope.config import read_toml
+from adaptscope.track import schema
+from adaptscope.train.spec import RunSpec, spec_from_dict
+
+
+@dataclass
+class PlannedRun:
+    spec: RunSpec
+    run_dir: Path
+    status: str = "pending"  # pending, complete, running, done, failed
+    error: str = ""
+
+
+class RunDirectoryError(ValueError):
+    """A run directory that cannot be (re)used as asked."""
+
+
+def plan(specs: list[RunSpec], out: Path) -> list[PlannedRun]:
+    """Map specs to run directories; finished runs are kept, unfinished ones need --resume."""
+    planned = []
+    for spec in specs:
+        run_dir = out / spec.run_id
+        run = PlannedRun(spec, run_dir)
+        if (run_dir / schema.DONE_FILE).exists():
+            run.status = "complete"
+        elif (run_dir / schema.CONFIG_FILE).exists():
+            raise RunDirectoryError(
+                f"{run_dir} holds an unfinished run; pass --resume to continue it, or choose "
+                "another --out")
+        planned.append(run)
+    return planned
+
+
+def unfinished_runs(out: Path) -> list[PlannedRun]:
+    """Every run under `out` that has a config but has not finished its schedule."""
+    runs = []
+    for config in sorted(out.glob(f"*/{schema.CONFIG_FILE}")):
+        if not (config.parent / schema.DONE_FILE).exists():
+            runs.append(PlannedRun(spec_from_dict(read_toml(config)), config.parent))
+    return runs
+
+
+def default_workers(runs: list[PlannedRun], device: str) -> int:
+    if device != "cpu":
+        return 1
+    return max(1, min(os.cpu_count() or 1, len(runs)))
+
+
+def _worker(spec_data: dict[str, Any], run_dir: str, events) -> None:
+    # Imported here so that spawned processes start only what a run needs.
+    from adaptscope.train.loop import run_adaptation
+
+    run_adaptation(spec_from_dict(spec_data), Path(run_dir), on_event=events.put)
+
+
+def _describe(event: dict[str, Any]) -> str:
+    m = event.get("metrics") or {}
+    if not m:
+        return ""
+    return f"FID {m.get('fid', float('nan')):.1f}  LPIPS {m.get('intra_lpips', float('nan')):.3f}"
+
+
+def execute(runs: list[PlannedRun], workers: int, console: Console | None = None) -> None:
+    """Run every pending run, showing a progress bar per run with ETA and latest metrics."""
+    console = console or Console()
+    todo = [r for r in runs if r.status == "pending"]
+    if not todo:
+        return
+    columns = (TextColumn("{task.description:<42}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[latest]}"))
+    with Progress(*columns, console=console) as progress:
+        tasks = {r.spec.run_id: progress.add_task(r.spec.run_id, total=r.spec.schedule.iterations,
+                                                  latest="waiting") for r in todo}
+
+        def handle(event: dict[str, Any]) -> None:
+            task = tasks[event["run_id"]]
+            fields = {"completed": event["iteration"]}
+            if event["kind"] == "eval":
+                fields["latest"] = _describe(event)
+            elif event["kind"] == "start":
+                fields["latest"] = "evaluating"
+            progress.update(task, **fields)
+
+        if workers <= 1:
+            for run in todo:
+                _run_inline(run, handle, console)
+            return
+        ctx = mp.get_context("spawn")
+        with ctx.Manager() as manager, ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            events = manager.Queue()
+            futures: dict[Future, PlannedRun] = {
+                pool.submit(_worker, r.spec.to_dict(), str(r.run_dir), events): r for r in todo}
+            pending = set(futures)
+            while pending:
+                try:
+                    handle(events.get(timeout=0.2))
+                except queue.Empty:
+                    pass
+                for fut in [f for f in pending if f.done()]:
+                    pending.discard(fut)
+                    _finish(futures[fut], fut.exception(), console)
+            while not events.empty():
+                handle(events.get())
+
+
+def _run_inline(run: PlannedRun, handle, console: Console) -> None:
+    from adaptscope.train.loop import run_adaptation
+
+    try:
+        run_adaptation(run.spec, run.run_dir, on_event=handle)
+        _finish(run, None, console)
+    except Exception as err:  # one failed run must not stop the others
+        _finish(run, err, console)
+
+
+def _finish(run: PlannedRun, err: BaseException | None, console: Console) -> None:
+    if err is None:
+        run.status = "done"
+        return
+    run.status = "failed"
+    run.error = f"{type(err).__name__}: {err}"
+    console.print(f"[red]{run.spec.run_id} failed:[/red] {run.error}")
+    if os.environ.get("ADAPTSCOPE_DEBUG"):
+        console.print("".join(traceback.format_exception(err)))

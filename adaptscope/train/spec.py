@@ -1,0 +1,191 @@
+"""Experiment configs and RunSpecs: a run is a pure function of its RunSpec.
+
+An experiment (a TOML file) names methods x seeds over one source, target, schedule, loop and
+metric protocol; it expands into one `RunSpec` per (method, seed), which is all a launcher needs
+to execute or resume that run anywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from adaptscope.config import ConfigError, apply_overrides, from_dict, read_toml, to_dict
+
+EMBEDDED_SOURCE = "toy"  # the shipped toy source StyleGAN2
+
+
+@dataclass
+class SourceSpec:
+    """The pretrained model adaptation starts from."""
+
+    checkpoint: str = EMBEDDED_SOURCE  # a .pt path, or "toy" for the shipped embedded model
+    name: str = "toyfaces-source"
+    weights: str = "g"  # start G_t (and the frozen G_s) from "g" [CDC] or "g_ema" [RSSA]
+
+
+@dataclass
+class TargetSpec:
+    """The target domain: its full set (for FID) and the few shots adapted on."""
+
+    data: str = "toyfaces:sunglasses"  # "toyfaces:<domain>", or an image folder / zip
+    name: str = ""  # label in tables; defaults to the domain or folder name
+    shots: int = 10
+    shots_seed: int = 0  # which shots (fixed across methods and seeds)
+    files: list[str] | None = None  # explicit shot file names (folders only)
+
+    @property
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        return self.data.split(":", 1)[1] if self.data.startswith("toyfaces:") else Path(
+            self.data).name
+
+
+@dataclass
+class ScheduleSpec:
+    """When to evaluate: iteration 0, then every `eval_every`, up to `iterations`."""
+
+    iterations: int = 3000
+    eval_every: int = 500
+
+    def evaluation_points(self) -> list[int]:
+        points = list(range(0, self.iterations + 1, self.eval_every))
+        return points if points[-1] == self.iterations else [*points, self.iterations]
+
+
+@dataclass
+class LoopSpec:
+    """The shared adaptation loop (rosinality's train.py semantics; [C] defaults)."""
+
+    batch: int = 4
+    lr: float = 0.002
+    r1_gamma: float = 10.0
+    r1_every: int = 16
+    path_regularize: float = 2.0  # 0 disables path-length regularisation
+    path_every: int = 4
+    path_batch_shrink: int = 2
+    mixing: float = 0.9
+    ema_decay: float = 0.5 ** (32 / 10_000)  # 0.99778
+
+
+@dataclass
+class MetricsSpec:
+    """The evaluation protocol, recorded with every trajectory."""
+
+    fid_backbone: str = "inception"  # "inception" or "toy"
+    fid_n_gen: int = 5000
+    lpips_backbone: str = "vgg"  # "vgg", "alex" or "toy"
+    lpips_n_samples: int = 1000
+    lpips_max_per_cluster: int = 50
+    realism: str = ""  # "toy", a realism-classifier .pt from `adaptscope realism train`, or ""
+    ground_truth: bool = False  # embedded world only: attribute coverage and replication
+    n_grid: int = 8  # fixed latents shown in the sample grids
+    batch_size: int = 50
+    weights_dir: str = ""  # where backbone weights are looked for first
+
+
+@dataclass
+class RunSpec:
+    """Everything one run needs."""
+
+    experiment: str
+    method: str
+    seed: int
+    source: SourceSpec = field(default_factory=SourceSpec)
+    target: TargetSpec = field(default_factory=TargetSpec)
+    schedule: ScheduleSpec = field(default_factory=ScheduleSpec)
+    train: LoopSpec = field(default_factory=LoopSpec)
+    metrics: MetricsSpec = field(default_factory=MetricsSpec)
+    method_params: dict[str, Any] = field(default_factory=dict)
+    device: str = "cpu"
+    threads: int = 1
+
+    @property
+    def run_id(self) -> str:
+        return _slug(f"{self.experiment}-{self.target.label}-{self.method}-s{self.seed}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+
+@dataclass
+class ExperimentConfig:
+    """A TOML experiment: methods x seeds over one protocol."""
+
+    name: str = "embedded-default"
+    methods: list[str] = field(default_factory=lambda: ["tgan", "freezed", "cdc", "dcl"])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    device: str = "cpu"
+    threads: int = 1  # torch threads per run
+    workers: int = 0  # runs in parallel; 0: one per CPU core on the CPU, 1 on a GPU
+    source: SourceSpec = field(default_factory=SourceSpec)
+    target: TargetSpec = field(default_factory=TargetSpec)
+    schedule: ScheduleSpec = field(default_factory=ScheduleSpec)
+    train: LoopSpec = field(default_factory=LoopSpec)
+    metrics: MetricsSpec = field(default_factory=MetricsSpec)
+    method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def runs(self) -> list[RunSpec]:
+        return [
+            RunSpec(experiment=self.name, method=m, seed=s, source=self.source,
+                    target=self.target, schedule=self.schedule, train=self.train,
+                    metrics=self.metrics, method_params=dict(self.method_params.get(m, {})),
+                    device=self.device, threads=self.threads)
+            for m in self.methods for s in self.seeds
+        ]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")
+
+
+def default_config_path() -> Path:
+    """The embedded default experiment shipped with the package."""
+    return Path(str(resources.files("adaptscope") / "assets" / "embedded-default.toml"))
+
+
+def load_experiment(path: str | Path | None = None, overrides: list[str] | None = None
+                    ) -> ExperimentConfig:
+    """Read an experiment TOML (the embedded default when None) and apply `key=value` overrides.
+
+    Method hyperparameters live in a table named after the method (`[dcl]`, `--set dcl.tau=0.1`).
+    """
+    from adaptscope.methods import METHODS, get_method
+
+    source = Path(path) if path is not None else default_config_path()
+    data = apply_overrides(read_toml(source), overrides or [])
+    method_params = {k: data.pop(k) for k in list(data) if k in METHODS}
+    cfg = from_dict(ExperimentConfig, data, str(source))
+    for name in cfg.methods:
+        try:
+            cls = get_method(name)
+        except KeyError as err:
+            raise ConfigError(str(err.args[0])) from err
+        params = method_params.get(name, {})
+        from_dict(cls.Params, params, f"{source}: [{name}]")  # validate names and types now
+    cfg.method_params = {k: v for k, v in method_params.items()}
+    if cfg.schedule.eval_every <= 0 or cfg.schedule.iterations < 0:
+        raise ConfigError(f"{source}: schedule needs eval_every > 0 and iterations >= 0")
+    return cfg
+
+
+def spec_from_dict(data: dict[str, Any]) -> RunSpec:
+    """Rebuild a RunSpec from its `to_dict()` form (a run directory's config.toml)."""
+    return from_dict(RunSpec, data, "run config")
+
+
+def method_params(spec: RunSpec):
+    """The method's hyperparameter dataclass, filled from the spec."""
+    from adaptscope.methods import get_method
+
+    cls = get_method(spec.method)
+    return from_dict(cls.Params, spec.method_params, f"[{spec.method}]")
+
+
+def params_dict(params: Any) -> dict[str, Any]:
+    return dataclasses.asdict(params)
