@@ -1,1 +1,56 @@
-"""metrics"""
+"""Metrics of adaptation: FID against the full target set, intra-cluster LPIPS, the realism
+score p_t, embedded-world ground truth, and the backbones and weight files they need.
+
+Names are imported on first use, so `import adaptscope.metrics` does not pull in clean-fid,
+lpips or torchvision.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS: dict[str, str] = {
+    # weights and backbones
+    "resolve_weights": "weights",
+    "WeightsNotFound": "weights",
+    "BACKBONES": "weights",
+    "build_lpips": "backbones",
+    "build_inception": "backbones",
+    "new_lpips": "backbones",
+    "build_extractor": "extractors",
+    "FeatureExtractor": "extractors",
+    "InceptionExtractor": "extractors",
+    "ToyExtractor": "extractors",
+    "FunctionExtractor": "extractors",
+    # FID
+    "FIDStats": "fid_stats",
+    "real_statistics": "fid",
+    "fid_from_images": "fid",
+    "fid_from_generator": "fid",
+    "fid_from_features": "fid",
+    # diversity
+    "intra_cluster_lpips": "intra_lpips",
+    "IntraLPIPSResult": "intra_lpips",
+    "LPIPSEmbedder": "lpips_embed",
+    "attribute_coverage": "groundtruth",
+    "shot_replication": "groundtruth",
+    # realism
+    "RealismClassifier": "realism",
+    "train_realism_classifier": "realism",
+    "load_realism_classifier": "realism",
+    "realism_score": "realism",
+    "source_sampler": "realism",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        module = importlib.import_module(f"adaptscope.metrics.{_EXPORTS[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module 'adaptscope.metrics' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -99,7 +99,8 @@ class Evaluator:
         reference = toyfaces.attributes(self.domain, toyfaces.full_set(self.domain))
         shots = toyfaces.attributes(
             self.domain, toyfaces.few_shot_indices(self.domain, spec.shots, spec.shots_seed))
-        return load_toynet(), reference, shots
+        columns = [int(c) for c in np.flatnonzero(toyfaces.observable(self.domain))]
+        return load_toynet(), reference, shots, columns
 
     def _latent_batches(self, g: Generator):
         """The run's fixed evaluation latents and noise maps, in batches."""
@@ -156,7 +157,8 @@ class Evaluator:
             from adaptscope.metrics.groundtruth import attribute_coverage, shot_replication
 
             predicted = np.concatenate(attrs)
-            _, reference, shots = self.ground_truth
+            _, reference, shots, observable = self.ground_truth
             metrics["gt_coverage"] = attribute_coverage(predicted, reference)
-            metrics["gt_replication"] = shot_replication(predicted, shots)
+            # Only attributes the target shows can be replicated (sunglasses hide eye size).
+            metrics["gt_replication"] = shot_replication(predicted, shots, observable)
         return Evaluation(metrics=metrics, grid=samples[: m.n_grid])

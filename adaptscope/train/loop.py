@@ -48,6 +48,23 @@ def source_checkpoint_path(spec: RunSpec) -> Path:
     return Path(spec.source.checkpoint)
 
 
+def check_inputs(spec: RunSpec) -> None:
+    """Fail before any work when the source checkpoint or the target data is missing."""
+    from adaptscope.data.domains import TOYFACES_PREFIX
+    from adaptscope.data.errors import DataError
+
+    path = source_checkpoint_path(spec)
+    if not path.is_file():
+        hint = ("the shipped toy model is missing from the installation; rebuild it with "
+                "`adaptscope pretrain source`" if spec.source.checkpoint == EMBEDDED_SOURCE
+                else "download it or set source.checkpoint (--set source.checkpoint=PATH)")
+        raise CheckpointError(f"source checkpoint {path} does not exist: {hint}")
+    data = spec.target.data
+    if not data.startswith(TOYFACES_PREFIX) and not Path(data).exists():
+        raise DataError(f"target data {data} does not exist: put the full target set there "
+                        "(an image folder or .zip) or set target.data (--set target.data=PATH)")
+
+
 def write_run_config(spec: RunSpec, run_dir: Path) -> None:
     """Record the resolved config; refuse to reuse a directory that holds another run."""
     path = run_dir / schema.CONFIG_FILE
@@ -120,6 +137,8 @@ def run_adaptation(spec: RunSpec, run_dir: str | Path, on_event: EventFn | None 
     g_opt = _lazy_adam(g_params, tc.lr, tc.path_every, tc.path_regularize > 0)
     d_opt = _lazy_adam(d_params, tc.lr, tc.r1_every, tc.r1_gamma > 0)
 
+    # Built before any RNG state is restored: building backbones draws random initial weights.
+    tracker = Tracker(spec, run_dir, target)
     ckpt_path = run_dir / CHECKPOINT
     iteration, elapsed, checkpointed = 0, 0.0, -1
     mean_path_length = torch.zeros((), device=device)
@@ -140,7 +159,6 @@ def run_adaptation(spec: RunSpec, run_dir: str | Path, on_event: EventFn | None 
         _set_grad(g_params, True)
         method.setup()
 
-    tracker = Tracker(spec, run_dir, target)
     schedule = set(spec.schedule.evaluation_points())
     total = spec.schedule.iterations
     t0 = time.perf_counter() - elapsed

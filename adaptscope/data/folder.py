@@ -1,0 +1,178 @@
+"""Real image datasets: a folder (searched recursively) or a .zip of PNG / JPEG / WebP files.
+
+Every image is fully decoded on load, so a truncated or corrupt file stops the run with its name
+instead of being skipped or half-read; images are made RGB, resized on the shorter side and
+centre-cropped to the model resolution, and returned as float tensors in [-1, 1].
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from adaptscope.data.errors import DataError
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp"})
+_FIX_FORMAT = "pass a folder or a .zip that holds PNG, JPEG or WebP images"
+
+
+def _hidden(parts: Sequence[str]) -> bool:
+    return any(p.startswith(".") or p == "__MACOSX" for p in parts)
+
+
+def _is_zip(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() == ".zip"
+
+
+def list_images(path: str | Path) -> list[str]:
+    """Sorted image names relative to `path` (POSIX separators), hidden files excluded."""
+    root = Path(path)
+    if not root.exists():
+        raise DataError(f"image dataset {root} does not exist; {_FIX_FORMAT}")
+    if _is_zip(root):
+        try:
+            with zipfile.ZipFile(root) as zf:
+                names = [
+                    n
+                    for n in zf.namelist()
+                    if not n.endswith("/")
+                    and Path(n).suffix.lower() in IMAGE_SUFFIXES
+                    and not _hidden(Path(n).parts)
+                ]
+        except zipfile.BadZipFile as err:
+            raise DataError(f"{root} is not a readable zip archive ({err}); re-create it") from err
+    elif root.is_dir():
+        names = [
+            p.relative_to(root).as_posix()
+            for p in root.rglob("*")
+            if p.is_file()
+            and p.suffix.lower() in IMAGE_SUFFIXES
+            and not _hidden(p.relative_to(root).parts)
+        ]
+    else:
+        raise DataError(f"{root} is neither a folder nor a .zip archive; {_FIX_FORMAT}")
+    if not names:
+        raise DataError(f"no PNG/JPEG/WebP images found in {root}; {_FIX_FORMAT}")
+    return sorted(names)
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """RGB version of any PIL mode; transparency is composited onto white."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def _resize_crop(img: Image.Image, size: int) -> Image.Image:
+    w, h = img.size
+    scale = size / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    if (nw, nh) != (w, h):
+        img = img.resize((nw, nh), Image.Resampling.LANCZOS)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
+def _decode(data: bytes, name: str, root: Path) -> Image.Image:
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+        return ImageOps.exif_transpose(img)
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError,
+            Image.DecompressionBombError) as err:
+        raise DataError(
+            f"cannot read image {name!r} in {root}: {err}; re-export the file or remove it"
+        ) from err
+
+
+class _Reader:
+    """Reads raw bytes of named images from a folder or a zip, one open archive per load."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.zip = zipfile.ZipFile(root) if _is_zip(root) else None
+
+    def read(self, name: str) -> bytes:
+        try:
+            if self.zip is not None:
+                return self.zip.read(name)
+            return (self.root / name).read_bytes()
+        except (OSError, zipfile.BadZipFile) as err:
+            raise DataError(f"cannot read {name!r} in {self.root}: {err}; check the file") from err
+
+    def close(self) -> None:
+        if self.zip is not None:
+            self.zip.close()
+
+
+def _check_files(root: Path, files: Sequence[str], available: Sequence[str]) -> list[str]:
+    known = set(available)
+    wanted = [Path(f).as_posix() for f in files]
+    missing = [f for f in wanted if f not in known]
+    if missing:
+        raise DataError(
+            f"image {missing[0]!r} is not in {root} ({len(known)} images there); "
+            "give names relative to the dataset root, as `list_images` prints them"
+        )
+    return wanted
+
+
+def load_images(
+    path: str | Path, size: int, files: Sequence[str] | None = None
+) -> torch.Tensor:
+    """Load all images of `path` (or the named `files`) as (N, 3, size, size) float32 in [-1, 1]."""
+    root = Path(path)
+    available = list_images(root)
+    names = available if files is None else _check_files(root, files, available)
+    if not names:
+        raise DataError(f"no images requested from {root}; name at least one file")
+    out = torch.empty((len(names), 3, size, size), dtype=torch.float32)
+    reader = _Reader(root)
+    try:
+        for k, name in enumerate(names):
+            img = _resize_crop(_to_rgb(_decode(reader.read(name), name, root)), size)
+            arr = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy())
+            out[k] = arr.permute(2, 0, 1).float().div_(127.5).sub_(1.0)
+    finally:
+        reader.close()
+    return out
+
+
+def few_shot_subset(
+    path: str | Path, shots: int, seed: int = 0, files: Sequence[str] | None = None
+) -> list[str]:
+    """Names of the `shots` training images: the explicit `files`, or a seeded draw from the
+    sorted listing (the same names for the same folder contents and seed)."""
+    root = Path(path)
+    available = list_images(root)
+    if files is not None:
+        chosen = _check_files(root, files, available)
+        if len(chosen) != shots:
+            raise DataError(
+                f"{len(chosen)} shot files were named for {root} but shots={shots}; "
+                "name exactly as many files as shots"
+            )
+        return chosen
+    if shots < 1:
+        raise DataError(f"shots must be at least 1, got {shots}")
+    if len(available) < shots:
+        raise DataError(
+            f"{root} holds {len(available)} images, fewer than shots={shots}; "
+            "add images or lower the number of shots"
+        )
+    picked = np.random.default_rng(seed).choice(len(available), size=shots, replace=False)
+    return [available[i] for i in sorted(picked.tolist())]

@@ -1,0 +1,146 @@
+"""Metric-versus-iteration figures: realism, diversity and replication during adaptation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from adaptscope.viz.panels import (
+    ITERATION_LABEL,
+    FigureSkipped,
+    Panel,
+    panel_titles,
+    panels,
+    recorded,
+    seed_stats,
+    seeds_caption,
+)
+from adaptscope.viz.style import (
+    figure_style,
+    method_label,
+    method_marker,
+    method_palette,
+    ordered_methods,
+)
+
+PANEL_WIDTH = 4.6
+PANEL_HEIGHT = 3.4
+
+
+def _draw(ax: Axes, panel: Panel, title: str, palette: dict[str, str]) -> None:
+    stats = seed_stats(panel.data, panel.spec.column)
+    for method in ordered_methods(stats["method"]):
+        line = stats[stats["method"] == method]
+        colour = palette[method]
+        style = "-" if len(line) > 1 else "none"
+        ax.plot(
+            line["iteration"],
+            line["mean"],
+            linestyle=style,
+            marker=method_marker(method),
+            markersize=5,
+            color=colour,
+            linewidth=1.8,
+        )
+        band = line.dropna(subset=["low", "high"])
+        if len(band) > 1:
+            ax.fill_between(
+                band["iteration"], band["low"], band["high"], color=colour, alpha=0.18, linewidth=0
+            )
+        elif len(band) == 1:
+            ax.errorbar(
+                band["iteration"],
+                band["mean"],
+                yerr=[band["mean"] - band["low"], band["high"] - band["mean"]],
+                color=colour,
+                capsize=3,
+                linestyle="none",
+            )
+    ax.set_title(title)
+    ax.set_xlabel(ITERATION_LABEL)
+    ax.set_ylabel(panel.axis_label)
+    if panel.spec.limits:
+        ax.set_ylim(*panel.spec.limits)
+    iterations = np.unique(stats["iteration"])
+    if len(iterations) == 1:
+        ax.set_xticks(iterations)
+
+
+def method_legend(
+    fig: Figure,
+    methods: Sequence[str],
+    palette: dict[str, str],
+    extra: Sequence[Line2D] = (),
+) -> None:
+    """One legend for the whole figure, below the panels, in the fixed method order."""
+    handles = [
+        Line2D(
+            [], [], color=palette[m], marker=method_marker(m), linewidth=1.8, label=method_label(m)
+        )
+        for m in ordered_methods(methods)
+    ]
+    handles += list(extra)
+    per_row = max(2, int(fig.get_figwidth() / 1.15))  # about 1.15 inches per entry
+    rows = -(-len(handles) // per_row)
+    ncols = -(-len(handles) // rows)  # balance the rows
+    # matplotlib fills legends column by column; reorder so entries read along rows.
+    ordered = [
+        handles[r * ncols + c]
+        for c in range(ncols)
+        for r in range(rows)
+        if r * ncols + c < len(handles)
+    ]
+    fig.legend(handles=ordered, loc="outside lower center", ncols=ncols, frameon=False)
+
+
+def plot_metrics(df: pd.DataFrame, columns: Sequence[str], title: str) -> Figure:
+    """Rows of panels, one row per recorded metric in `columns`, one panel per protocol group.
+
+    Metrics never recorded are left out; if none is recorded the figure is skipped.
+    """
+    rows = [panels(df, c) for c in columns if recorded(df, c)]
+    if not rows:
+        raise FigureSkipped(f"{title}: none of {list(columns)} is recorded in these trajectories")
+    if all(len(r) == 1 for r in rows):  # one panel per metric reads better side by side
+        rows = [[r[0] for r in rows]]
+    ncols = max(len(r) for r in rows)
+    palette = method_palette(df["method"].astype(str))
+    with figure_style():
+        size = (PANEL_WIDTH * ncols, PANEL_HEIGHT * len(rows) + 1.0)
+        fig = Figure(figsize=size, layout="constrained")
+        axes = fig.subplots(len(rows), ncols, squeeze=False)
+        for r, row in enumerate(rows):
+            titles = panel_titles(row)
+            for c in range(ncols):
+                if c < len(row):
+                    _draw(axes[r][c], row[c], titles[c], palette)
+                else:
+                    axes[r][c].set_visible(False)
+        used = pd.concat([p.data for row in rows for p in row])
+        fig.suptitle(f"{title}\n{seeds_caption(used)}")
+        method_legend(fig, used["method"].astype(str).unique(), palette)
+    return fig
+
+
+def plot_realism(df: pd.DataFrame) -> Figure:
+    """FID against the full target set (and the realism score p_t when recorded) per iteration."""
+    return plot_metrics(df, ["fid", "realism_pt"], "Realism during adaptation")
+
+
+def plot_diversity(df: pd.DataFrame) -> Figure:
+    """Intra-cluster LPIPS per iteration: how much diversity each method keeps."""
+    return plot_metrics(df, ["intra_lpips"], "Diversity during adaptation")
+
+
+def plot_replication(df: pd.DataFrame) -> Figure:
+    """Distance to the nearest shot and, in the embedded world, ground-truth diversity."""
+    return plot_metrics(
+        df,
+        ["nearest_shot_lpips", "gt_coverage", "gt_replication"],
+        "Replication of the training shots",
+    )

@@ -1,0 +1,156 @@
+"""Splitting a trajectory table into panels that never mix measuring instruments.
+
+A number is comparable only with numbers from the same experiment (source, target, shots) and
+the same protocol (the backbone that measured it, and for FID the generated-sample count). Every
+figure draws one panel per such group, so two backbones never share an axis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+EXPERIMENT_COLUMNS: tuple[str, ...] = ("source", "target", "shots")
+ITERATION_LABEL = "iteration (generator updates)"
+
+
+class FigureSkipped(ValueError):
+    """A figure cannot be drawn from this table (for example, its metric was never recorded)."""
+
+
+@dataclass(frozen=True)
+class Metric:
+    """How one metric column is labelled and which columns identify its instrument."""
+
+    column: str
+    name: str
+    better: str | None  # "lower", "higher" or None when neither is better
+    protocol: tuple[str, ...] = ()
+    limits: tuple[float, float] | None = None
+
+    @property
+    def arrow(self) -> str:
+        return {"lower": " ↓", "higher": " ↑"}.get(self.better or "", "")
+
+
+METRICS: dict[str, Metric] = {
+    "fid": Metric("fid", "FID to full target set", "lower", ("fid_backbone", "fid_n_gen")),
+    "realism_pt": Metric("realism_pt", "realism classifier $p_t$", "higher", (), (-0.02, 1.02)),
+    "intra_lpips": Metric("intra_lpips", "intra-cluster LPIPS", "higher", ("lpips_backbone",)),
+    "nearest_shot_lpips": Metric(
+        "nearest_shot_lpips", "LPIPS to nearest shot", "higher", ("lpips_backbone",)
+    ),
+    "gt_coverage": Metric("gt_coverage", "attribute coverage (ground truth)", "higher"),
+    "gt_replication": Metric("gt_replication", "shot replication (ground truth)", "lower"),
+}
+
+
+def metric(column: str) -> Metric:
+    """The label spec of `column`; unknown extra metrics get a neutral one."""
+    return METRICS.get(column, Metric(column, column.replace("_", " "), None))
+
+
+def recorded(df: pd.DataFrame, column: str) -> bool:
+    """Whether `column` exists and holds at least one value."""
+    return column in df.columns and bool(df[column].notna().any())
+
+
+def experiment_title(source: str, target: str, shots: int) -> str:
+    return f"{source} → {target}, {int(shots)}-shot"
+
+
+def _protocol_text(spec: Metric, values: tuple) -> str:
+    parts = []
+    for column, value in zip(spec.protocol, values, strict=True):
+        if pd.isna(value):
+            parts.append("backbone not recorded" if column.endswith("backbone") else "n unknown")
+        elif column == "fid_n_gen":
+            parts.append(f"{int(value)} generated")
+        else:
+            parts.append(str(value))
+    return ", ".join(parts)
+
+
+@dataclass
+class Panel:
+    """Rows of one experiment measured with one protocol, for one metric."""
+
+    spec: Metric
+    experiment: tuple
+    protocol: tuple
+    data: pd.DataFrame
+
+    @property
+    def title(self) -> str:
+        return experiment_title(*self.experiment)
+
+    @property
+    def instrument(self) -> str:
+        """What measured the metric (backbone, sample count); empty when nothing is recorded."""
+        return _protocol_text(self.spec, self.protocol)
+
+    @property
+    def axis_label(self) -> str:
+        text = f"{self.spec.name}{self.spec.arrow}"
+        return f"{text}\n[{self.instrument}]" if self.instrument else text
+
+
+def panel_titles(items: list[Panel]) -> list[str]:
+    """Experiment titles, naming the instrument where one experiment fills several panels."""
+    counts: dict[tuple, int] = {}
+    for p in items:
+        key = (p.spec.column, p.experiment)
+        counts[key] = counts.get(key, 0) + 1
+    return [
+        f"{p.title}\n{p.instrument}"
+        if counts[(p.spec.column, p.experiment)] > 1 and p.instrument
+        else p.title
+        for p in items
+    ]
+
+
+def panels(df: pd.DataFrame, column: str) -> list[Panel]:
+    """One panel per (experiment, protocol) holding the rows where `column` was recorded."""
+    spec = metric(column)
+    if not recorded(df, column):
+        return []
+    rows = df[df[column].notna()]
+    keys = [*EXPERIMENT_COLUMNS, *spec.protocol]
+    out = []
+    for key, data in rows.groupby(keys, dropna=False, sort=True):
+        key = tuple(key)
+        out.append(Panel(spec, key[:3], key[3:], data))
+    return out
+
+
+def seed_stats(data: pd.DataFrame, column: str, confidence: float = 0.95) -> pd.DataFrame:
+    """Mean over seeds per (method, iteration) with a Student-t confidence interval.
+
+    With three seeds a bootstrap interval is meaningless, so the band is the t interval of the
+    mean; it is NaN where only one seed was run.
+    """
+    grouped = data.groupby(["method", "iteration"], sort=True)[column]
+    out = grouped.agg(mean="mean", std="std", n="count").reset_index()
+    n = out["n"].to_numpy(dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = np.where(n > 1, stats.t.ppf(0.5 + confidence / 2, np.maximum(n - 1, 1)), np.nan)
+        half = t * out["std"].to_numpy(dtype=float) / np.sqrt(n)
+    out["low"] = out["mean"] - half
+    out["high"] = out["mean"] + half
+    out["method"] = out["method"].astype(str)
+    return out
+
+
+def seeds_caption(df: pd.DataFrame, band: bool = True) -> str:
+    """How many seeds the lines average over, for a figure's subtitle."""
+    counts = df.groupby("method")["seed"].nunique()
+    if counts.empty:
+        return ""
+    lo, hi = int(counts.min()), int(counts.max())
+    if hi == 1:
+        return "single seed (no confidence band)" if band else "single seed"
+    n = f"{lo}" if lo == hi else f"{lo}–{hi}"
+    return f"mean and 95% CI over {n} seeds" if band else f"mean over {n} seeds"

@@ -1,0 +1,176 @@
+"""A self-contained report folder: figures, the summary table and an index.html tying them up.
+
+The page restates the measurement protocol read from each trajectory's parquet metadata, so a
+figure copied out of the report can always be traced back to how its numbers were made.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from adaptscope.track.store import PathLike, find_trajectory_files, load_trajectories, read_metadata
+from adaptscope.viz.figures import FigureSet, make_figures, parse_formats
+from adaptscope.viz.summary import summarize
+from adaptscope.viz.tables import display_table, to_markdown
+
+FIGURES_DIR = "figures"
+SUMMARY_CSV = "summary.csv"
+SUMMARY_MD = "summary.md"
+INDEX_HTML = "index.html"
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+table { border-collapse: collapse; font-size: 0.9em; margin: 1em 0; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; }
+th { background: #f2f2f2; }
+figure { margin: 2em 0; }
+figure img { max-width: 100%; border: 1px solid #eee; }
+pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
+.note { color: #666; }
+"""
+
+
+@dataclass
+class Report:
+    """Paths of everything `write_report` produced."""
+
+    index: Path
+    summary_csv: Path
+    summary_md: Path
+    figures: FigureSet
+
+
+def _runs_table(df: pd.DataFrame, meta: dict[str, dict]) -> pd.DataFrame:
+    rows = []
+    for run_id, run in df.groupby("run_id", sort=True):
+        first = run.iloc[0]
+        rows.append(
+            {
+                "run": run_id,
+                "method": first["method"],
+                "experiment": f"{first['source']} → {first['target']}, {int(first['shots'])}-shot",
+                "seed": int(first["seed"]),
+                "evaluations": len(run),
+                "last iteration": int(run["iteration"].max()),
+                "FID backbone": ", ".join(sorted(run["fid_backbone"].dropna().unique())) or "–",
+                "FID n_gen": ", ".join(str(n) for n in sorted(run["fid_n_gen"].dropna().unique()))
+                or "–",
+                "LPIPS backbone": ", ".join(sorted(run["lpips_backbone"].dropna().unique())) or "–",
+                "adaptscope": meta.get(str(run_id), {}).get("version") or "–",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _protocol_section(meta: dict[str, dict]) -> str:
+    """Each distinct protocol once, with the runs it applies to."""
+    groups: dict[str, list[str]] = {}
+    for run_id, m in sorted(meta.items()):
+        key = json.dumps(m.get("protocol"), indent=2, sort_keys=True, default=str)
+        groups.setdefault(key, []).append(run_id)
+    parts = []
+    for text, run_ids in groups.items():
+        names = ", ".join(html.escape(r) for r in run_ids)
+        parts.append(f"<p>Runs: {names}</p><pre>{html.escape(text)}</pre>")
+    return "\n".join(parts)
+
+
+def _configs_section(meta: dict[str, dict]) -> str:
+    parts = []
+    for run_id, m in sorted(meta.items()):
+        text = json.dumps(m.get("config"), indent=2, sort_keys=True, default=str)
+        parts.append(
+            f"<details><summary>{html.escape(run_id)}</summary><pre>{html.escape(text)}</pre>"
+            "</details>"
+        )
+    return "\n".join(parts)
+
+
+def _figures_section(figures: FigureSet, out_dir: Path) -> str:
+    parts = []
+    for name, paths in figures.by_name.items():
+        for png in (p for p in paths if p.suffix == ".png"):
+            others = [p for p in paths if p.stem == png.stem and p.suffix != ".png"]
+            links = " ".join(
+                f'<a href="{html.escape(p.relative_to(out_dir).as_posix())}">{p.suffix[1:]}</a>'
+                for p in others
+            )
+            src = html.escape(png.relative_to(out_dir).as_posix())
+            parts.append(
+                f'<figure><img src="{src}" alt="{html.escape(name)}">'
+                f"<figcaption>{html.escape(png.stem)} {links}</figcaption></figure>"
+            )
+    if figures.skipped:
+        items = "".join(f"<li>{html.escape(s)}</li>" for s in figures.skipped)
+        parts.append(f'<p class="note">Figures not drawn:</p><ul class="note">{items}</ul>')
+    return "\n".join(parts)
+
+
+def _run_metadata(paths: Iterable[PathLike], df: pd.DataFrame) -> dict[str, dict]:
+    meta = {}
+    for file in find_trajectory_files(paths):
+        m = read_metadata(file)
+        run_ids = pd.read_parquet(file, columns=["run_id"])["run_id"].unique()
+        for run_id in run_ids:
+            if run_id in set(df["run_id"]):
+                meta[str(run_id)] = m
+    return meta
+
+
+def write_report(
+    paths: PathLike | Sequence[PathLike],
+    out_dir: PathLike,
+    formats: Sequence[str] = ("png",),
+) -> Report:
+    """Load trajectories from `paths` and write figures, summary.{csv,md} and index.html."""
+    from adaptscope import __version__
+
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    df = load_trajectories(paths)
+    formats = tuple(dict.fromkeys(("png", *parse_formats(formats))))  # the page shows PNGs
+    figures = make_figures(df, out_dir / FIGURES_DIR, formats)
+
+    summary = summarize(df)
+    summary_csv = out_dir / SUMMARY_CSV
+    summary.to_csv(summary_csv, index=False)
+    table = display_table(summary)
+    summary_md = out_dir / SUMMARY_MD
+    summary_md.write_text(
+        "# Summary over seeds (mean ± std)\n\n" + to_markdown(table), encoding="utf-8"
+    )
+
+    meta = _run_metadata(paths, df)
+    runs = _runs_table(df, meta)
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>adaptscope report</title>
+<style>{_CSS}</style></head><body>
+<h1>adaptscope report</h1>
+<p class="note">{len(runs)} runs, {df["method"].nunique()} methods, {len(df)} evaluations;
+written by adaptscope {html.escape(__version__)}.</p>
+<h2>Summary</h2>
+<p class="note">Mean ± std over seeds. Realism converges at the first evaluation meeting the
+criterion column; diversity lost is (first − last) / first intra-cluster LPIPS. Numbers from
+different backbones are not comparable. Also as <a href="{SUMMARY_CSV}">CSV</a> and
+<a href="{SUMMARY_MD}">Markdown</a>.</p>
+{table.to_html(index=False, escape=True, border=0)}
+<h2>Figures</h2>
+{_figures_section(figures, out_dir)}
+<h2>Protocol</h2>
+{runs.to_html(index=False, escape=True, border=0)}
+<h3>Evaluation protocols (from the trajectories' metadata)</h3>
+{_protocol_section(meta)}
+<h3>Run configurations</h3>
+{_configs_section(meta)}
+</body></html>
+"""
+    index = out_dir / INDEX_HTML
+    index.write_text(page, encoding="utf-8")
+    return Report(index, summary_csv, summary_md, figures)

@@ -1,0 +1,104 @@
+"""One look for every figure: a colour and marker per method that never changes between figures.
+
+Colours are keyed by method name rather than by position, so a notebook that plots a subset of
+methods still draws DCL in the same colour as the report does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import zlib
+from collections.abc import Iterable, Iterator
+
+import matplotlib as mpl
+import seaborn as sns
+
+# The paper's methods first, in the order its figures use; any other method follows by name.
+METHOD_ORDER: tuple[str, ...] = ("tgan", "freezed", "ewc", "cdc", "dcl")
+
+# seaborn's colour-blind palette, pinned so figures do not change when seaborn does.
+_FIXED_COLORS: dict[str, str] = {
+    "tgan": "#0173b2",
+    "freezed": "#de8f05",
+    "ewc": "#029e73",
+    "cdc": "#cc78bc",
+    "dcl": "#d55e00",
+}
+_OTHER_COLORS: tuple[str, ...] = (
+    "#56b4e9",
+    "#ca9161",
+    "#949494",
+    "#fbafe4",
+    "#ece133",
+    "#1b2a49",
+    "#8c564b",
+    "#7f7f7f",
+)
+_FIXED_MARKERS: dict[str, str] = {"tgan": "o", "freezed": "s", "ewc": "^", "cdc": "D", "dcl": "P"}
+_OTHER_MARKERS: tuple[str, ...] = ("v", "X", "<", ">", "h", "*", "p", "8")
+_DISPLAY_NAMES: dict[str, str] = {
+    "tgan": "TGAN",
+    "freezed": "FreezeD",
+    "ewc": "EWC",
+    "cdc": "CDC",
+    "dcl": "DCL",
+}
+
+
+def ordered_methods(methods: Iterable[str]) -> list[str]:
+    """The paper's methods in their usual order, then any others alphabetically."""
+    unique = set(methods)
+    known = [m for m in METHOD_ORDER if m in unique]
+    return known + sorted(unique - set(METHOD_ORDER))
+
+
+def _stable_slot(method: str, size: int) -> int:
+    return zlib.crc32(method.encode()) % size
+
+
+def method_palette(methods: Iterable[str]) -> dict[str, str]:
+    """Colour of each method: fixed for the paper's methods, name-derived for the others."""
+    palette: dict[str, str] = {}
+    taken: set[str] = set()
+    for method in ordered_methods(methods):
+        if method in _FIXED_COLORS:
+            palette[method] = _FIXED_COLORS[method]
+            continue
+        slot = _stable_slot(method, len(_OTHER_COLORS))
+        for step in range(len(_OTHER_COLORS)):  # probe only when two new methods collide
+            colour = _OTHER_COLORS[(slot + step) % len(_OTHER_COLORS)]
+            if colour not in taken:
+                break
+        palette[method] = colour
+        taken.add(colour)
+    return palette
+
+
+def method_marker(method: str) -> str:
+    """Marker of a method, so lines stay distinguishable in greyscale print."""
+    if method in _FIXED_MARKERS:
+        return _FIXED_MARKERS[method]
+    return _OTHER_MARKERS[_stable_slot(method, len(_OTHER_MARKERS))]
+
+
+def method_label(method: str) -> str:
+    """The name a method goes by in the literature (TGAN, FreezeD, ...)."""
+    return _DISPLAY_NAMES.get(method, method)
+
+
+@contextlib.contextmanager
+def figure_style() -> Iterator[None]:
+    """Theme applied while a figure is built; leaves the caller's rcParams untouched."""
+    rc = {
+        "axes.titlesize": 11,
+        "axes.labelsize": 10,
+        "xtick.labelsize": 9,
+        "ytick.labelsize": 9,
+        "legend.fontsize": 10,
+        "figure.titlesize": 12,
+        "figure.dpi": 100,
+        "savefig.dpi": 150,
+        "font.family": "DejaVu Sans",
+    }
+    with sns.axes_style("whitegrid"), sns.plotting_context("notebook"), mpl.rc_context(rc):
+        yield

@@ -1,0 +1,125 @@
+"""The unified framework's numbers: when realism converges and what diversity costs by then.
+
+The paper's argument is that methods differ less in where realism ends up than in how much
+diversity they have lost by the time it gets there; these quantities make that comparable.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from adaptscope.viz.panels import EXPERIMENT_COLUMNS, recorded
+from adaptscope.viz.style import METHOD_ORDER
+
+GROUP_COLUMNS: tuple[str, ...] = (
+    *EXPERIMENT_COLUMNS,
+    "method",
+    "fid_backbone",
+    "lpips_backbone",
+)
+QUANTITIES: tuple[str, ...] = (
+    "converged_iteration",
+    "intra_lpips_at_convergence",
+    "relative_diversity_loss",
+    "lpips_slope_per_1k",
+    "final_fid",
+    "final_intra_lpips",
+)
+
+
+def _series(run: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
+    """(iterations, values) where `column` was recorded, in iteration order."""
+    if column not in run.columns:
+        return np.array([]), np.array([])
+    rows = run[run[column].notna()]
+    return rows["iteration"].to_numpy(dtype=float), rows[column].to_numpy(dtype=float)
+
+
+def _convergence(run: pd.DataFrame, pt_threshold: float, fid_tolerance: float) -> tuple[float, str]:
+    """First iteration at which realism counts as converged, and the criterion used."""
+    its, pt = _series(run, "realism_pt")
+    if len(pt):
+        hit = its[pt >= pt_threshold]
+        return (hit[0] if len(hit) else np.nan), f"p_t >= {pt_threshold:g}"
+    its, fid = _series(run, "fid")
+    if len(fid):
+        hit = its[fid <= fid.min() * (1 + fid_tolerance)]
+        return hit[0], f"FID within {fid_tolerance:.0%} of its best"
+    return np.nan, "no realism metric"
+
+
+def _run_quantities(run: pd.DataFrame, pt_threshold: float, fid_tolerance: float) -> dict:
+    run = run.sort_values("iteration")
+    converged, criterion = _convergence(run, pt_threshold, fid_tolerance)
+    its, lpips = _series(run, "intra_lpips")
+    at_convergence = rel_loss = slope = final_lpips = np.nan
+    if len(lpips):
+        final_lpips = lpips[-1]
+        rel_loss = (lpips[0] - lpips[-1]) / lpips[0] if lpips[0] else np.nan
+        if not np.isnan(converged) and its[0] <= converged <= its[-1]:
+            # Linear between evaluations, in case LPIPS was measured on a coarser schedule.
+            at_convergence = float(np.interp(converged, its, lpips))
+        if len(np.unique(its)) > 1:
+            slope = np.polyfit(its / 1000.0, lpips, 1)[0]
+    _, fid = _series(run, "fid")
+    return {
+        "converged_iteration": converged,
+        "criterion": criterion,
+        "intra_lpips_at_convergence": at_convergence,
+        "relative_diversity_loss": rel_loss,
+        "lpips_slope_per_1k": slope,
+        "final_fid": fid[-1] if len(fid) else np.nan,
+        "final_intra_lpips": final_lpips,
+        "final_iteration": int(run["iteration"].max()),
+    }
+
+
+def per_run(
+    df: pd.DataFrame, pt_threshold: float = 0.9, fid_tolerance: float = 0.1
+) -> pd.DataFrame:
+    """The summary quantities of every run, before averaging over seeds."""
+    records = []
+    for run_id, run in df.groupby("run_id", sort=True):
+        first = run.iloc[0]
+        record = {c: first[c] for c in GROUP_COLUMNS}
+        record.update(run_id=run_id, seed=int(first["seed"]))
+        record.update(_run_quantities(run, pt_threshold, fid_tolerance))
+        records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
+def summarize(
+    df: pd.DataFrame, pt_threshold: float = 0.9, fid_tolerance: float = 0.1
+) -> pd.DataFrame:
+    """Per (experiment, method, backbones): mean and std over seeds of the framework's quantities.
+
+    - `converged_iteration`: first evaluation with p_t >= `pt_threshold` when p_t is recorded,
+      else the first with FID within `fid_tolerance` (relative) of the run's best FID; the mean
+      is over the seeds that converged (`n_converged`).
+    - `intra_lpips_at_convergence`: intra-cluster LPIPS at that iteration.
+    - `relative_diversity_loss`: (first - last) / first intra-LPIPS over the recorded schedule.
+    - `lpips_slope_per_1k`: least-squares slope of intra-LPIPS per 1000 iterations.
+    - `final_fid`, `final_intra_lpips`: values at the last evaluation that recorded them.
+    """
+    if df.empty:
+        raise ValueError("cannot summarise an empty trajectory table")
+    if not (recorded(df, "fid") or recorded(df, "realism_pt") or recorded(df, "intra_lpips")):
+        raise ValueError("no realism or diversity metric is recorded in these trajectories")
+    runs = per_run(df, pt_threshold, fid_tolerance)
+    keys = list(GROUP_COLUMNS)
+    grouped = runs.groupby(keys, dropna=False, sort=False)
+    out = grouped.agg(
+        n_seeds=("seed", "nunique"),
+        n_converged=("converged_iteration", "count"),
+        criterion=("criterion", lambda s: "; ".join(sorted(set(s)))),
+        final_iteration=("final_iteration", "max"),
+    )
+    for quantity in QUANTITIES:
+        out[f"{quantity}_mean"] = grouped[quantity].mean()
+        out[f"{quantity}_std"] = grouped[quantity].std()
+    out = out.reset_index()
+    rank = {m: i for i, m in enumerate(METHOD_ORDER)}
+    out["_rank"] = out["method"].map(lambda m: rank.get(m, len(rank)))
+    out = out.sort_values(["source", "target", "shots", "_rank", "method"], kind="stable")
+    return out.drop(columns="_rank").reset_index(drop=True)

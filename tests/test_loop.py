@@ -1,0 +1,186 @@
+"""The adaptation loop end to end on a tiny source model: every method, determinism, resume,
+NaN handling, and the `adaptscope run` command (including a SIGKILL and --resume)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from adaptscope import load_trajectories
+from adaptscope.config import dumps_toml
+from adaptscope.models import Discriminator, Generator, save_checkpoint
+from adaptscope.track import schema
+from adaptscope.train.loop import TrainingDiverged, run_adaptation
+from adaptscope.train.spec import (
+    LoopSpec,
+    MetricsSpec,
+    RunSpec,
+    ScheduleSpec,
+    SourceSpec,
+    TargetSpec,
+)
+
+CH = {4: 16, 8: 16, 16: 16}
+METRIC_COLUMNS = ["iteration", "images_seen", "fid", "realism_pt", "intra_lpips",
+                  "intra_lpips_std", "nearest_shot_lpips", "gt_coverage", "gt_replication"]
+
+
+@pytest.fixture(scope="module")
+def source_checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    g, d = Generator(16, 32, 2, channels=CH), Discriminator(16, channels=CH)
+    path = tmp_path_factory.mktemp("source") / "tiny.pt"
+    save_checkpoint(path, g_ema=g, g=g, d=d)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("ADAPTSCOPE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def tiny_spec(source: Path, method: str = "tgan", **changes) -> RunSpec:
+    spec = RunSpec(
+        experiment="t", method=method, seed=0,
+        source=SourceSpec(checkpoint=str(source), name="tiny"),
+        target=TargetSpec(data="toyfaces:sunglasses", shots=10),
+        schedule=ScheduleSpec(iterations=4, eval_every=2),
+        train=LoopSpec(batch=4, r1_gamma=0.01, r1_every=2, path_regularize=2.0, path_every=2,
+                       mixing=0.5),
+        metrics=MetricsSpec(fid_backbone="toy", fid_n_gen=24, lpips_backbone="toy",
+                            lpips_n_samples=20, realism="toy", ground_truth=True, n_grid=4,
+                            batch_size=12),
+        method_params={"ewc": {"n_fisher": 4}}.get(method, {}),
+    )
+    return replace(spec, **changes)
+
+
+def metric_rows(run_dir: Path) -> pd.DataFrame:
+    return load_trajectories(run_dir)[METRIC_COLUMNS].reset_index(drop=True)
+
+
+@pytest.mark.parametrize("method", ["tgan", "freezed", "ewc", "cdc", "dcl"])
+def test_every_method_runs_and_records_the_schedule(method, source_checkpoint, tmp_path):
+    events = []
+    run_dir = run_adaptation(tiny_spec(source_checkpoint, method), tmp_path / "run",
+                             on_event=events.append)
+    df = load_trajectories(run_dir)
+    assert df["iteration"].tolist() == [0, 2, 4]
+    assert df["images_seen"].tolist() == [0, 8, 16]
+    assert (df["method"] == method).all() and (df["fid_backbone"].str.startswith("toy")).all()
+    assert df[["fid", "intra_lpips", "realism_pt", "nearest_shot_lpips"]].notna().all().all()
+    assert df["realism_pt"].between(0, 1).all()
+    assert (run_dir / schema.DONE_FILE).exists()
+    assert (run_dir / schema.sample_file(4, "png")).exists()
+    assert (run_dir / schema.sample_file(2, "npy")).exists()
+    assert (run_dir / "checkpoints" / "latest.pt").exists()
+    assert [e["iteration"] for e in events if e["kind"] == "eval"] == [0, 2, 4]
+
+
+def test_training_changes_the_generator_and_iteration_zero_is_the_source(source_checkpoint,
+                                                                         tmp_path):
+    a = metric_rows(run_adaptation(tiny_spec(source_checkpoint, "tgan"), tmp_path / "a"))
+    b = metric_rows(run_adaptation(tiny_spec(source_checkpoint, "dcl"), tmp_path / "b"))
+    pd.testing.assert_series_equal(a.iloc[0], b.iloc[0], check_names=False)  # same source
+    assert a.loc[2, "fid"] != a.loc[0, "fid"]
+
+
+def test_same_seed_gives_the_same_trajectory(source_checkpoint, tmp_path):
+    spec = tiny_spec(source_checkpoint, "cdc")
+    a = metric_rows(run_adaptation(spec, tmp_path / "a"))
+    b = metric_rows(run_adaptation(spec, tmp_path / "b"))
+    pd.testing.assert_frame_equal(a, b)
+    c = metric_rows(run_adaptation(replace(spec, seed=1), tmp_path / "c"))
+    assert not a.equals(c)
+
+
+def test_crash_then_rerun_resumes_to_the_uninterrupted_trajectory(source_checkpoint, tmp_path,
+                                                                  monkeypatch):
+    from adaptscope.methods.dcl import DCL
+
+    spec = tiny_spec(source_checkpoint, "dcl", schedule=ScheduleSpec(iterations=6, eval_every=2))
+    full = metric_rows(run_adaptation(spec, tmp_path / "full"))
+
+    def crash(self, step):
+        if step.iteration == 3:
+            raise RuntimeError("simulated crash")
+
+    with monkeypatch.context() as m:
+        m.setattr(DCL, "after_step", crash)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            run_adaptation(spec, tmp_path / "crashed")
+    assert metric_rows(tmp_path / "crashed")["iteration"].tolist() == [0, 2]
+    run_adaptation(spec, tmp_path / "crashed")  # resumes from the checkpoint at iteration 2
+    pd.testing.assert_frame_equal(metric_rows(tmp_path / "crashed"), full)
+
+
+def test_nan_loss_stops_with_the_iteration_and_keeps_rows(source_checkpoint, tmp_path,
+                                                          monkeypatch):
+    from adaptscope.methods.tgan import TGAN
+
+    def poisoned(self, step, fake):
+        return {"poison": torch.tensor(float("nan"))} if step.iteration == 3 else {}
+
+    monkeypatch.setattr(TGAN, "g_extra_losses", poisoned)
+    with pytest.raises(TrainingDiverged, match="'poison' became nan at iteration 3"):
+        run_adaptation(tiny_spec(source_checkpoint), tmp_path / "run")
+    assert load_trajectories(tmp_path / "run")["iteration"].tolist() == [0, 2]
+
+
+def test_a_directory_holding_another_run_is_refused(source_checkpoint, tmp_path):
+    run_adaptation(tiny_spec(source_checkpoint), tmp_path / "run")
+    with pytest.raises(ValueError, match="different config"):
+        run_adaptation(tiny_spec(source_checkpoint, seed=3), tmp_path / "run")
+
+
+def _write_experiment(path: Path, source: Path) -> None:
+    spec = tiny_spec(source, schedule=ScheduleSpec(iterations=40, eval_every=10))
+    data = spec.to_dict()
+    for key in ("experiment", "method", "seed", "method_params"):
+        data.pop(key, None)
+    data.update({"name": "cli", "methods": ["tgan"], "seeds": [0], "workers": 1})
+    path.write_text(dumps_toml(data))
+
+
+def _cli(*args: str, env=None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "adaptscope.cli", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_cli_run_killed_and_resumed_gives_the_same_rows(source_checkpoint, tmp_path):
+    config = tmp_path / "exp.toml"
+    _write_experiment(config, source_checkpoint)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ref = _cli("run", "--config", str(config), "--out", str(tmp_path / "ref"), env=env)
+    out, _ = ref.communicate(timeout=300)
+    assert ref.returncode == 0, out
+    assert "adaptscope plot" in out
+
+    proc = _cli("run", "--config", str(config), "--out", str(tmp_path / "killed"), env=env)
+    traj = tmp_path / "killed" / "cli-sunglasses-tgan-s0" / schema.TRAJECTORY_FILE
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if traj.exists() and len(load_trajectories(traj)) >= 2:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 2 <= len(load_trajectories(traj)) < 5  # killed mid-run, earlier rows intact
+
+    again = _cli("run", "--config", str(config), "--out", str(tmp_path / "killed"), env=env)
+    out, _ = again.communicate(timeout=120)
+    assert again.returncode == 2 and "--resume" in out
+    resumed = _cli("run", "--resume", "--out", str(tmp_path / "killed"), env=env)
+    out, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, out
+    pd.testing.assert_frame_equal(metric_rows(traj.parent),
+                                  metric_rows(tmp_path / "ref" / "cli-sunglasses-tgan-s0"))
