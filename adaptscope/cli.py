@@ -237,15 +237,16 @@ def _print_run_summary(planned, out: Path, console) -> None:
     if not dirs:
         return
     df = load_trajectories(dirs)
-    table = Table(title=f"Trajectories in {out}/", show_lines=False)
-    for col in ("run", "iters", "FID first -> last", "intra-LPIPS first -> last", "p_t last"):
+    table = Table(title=f"Trajectories in {out}/ (first -> last evaluation)")
+    for col in ("method", "seed", "target", "iters", "FID", "intra-LPIPS", "p_t"):
         table.add_column(col)
-    for run_id, rows in df.groupby("run_id", sort=True):
+    for _, rows in df.groupby("run_id", sort=True):
         first, last = rows.iloc[0], rows.iloc[-1]
-        table.add_row(run_id, str(int(last["iteration"])),
-                      f"{first['fid']:.2f} -> {last['fid']:.2f}",
+        table.add_row(last["method"], str(last["seed"]), last["target"],
+                      str(int(last["iteration"])),
+                      f"{first['fid']:.4g} -> {last['fid']:.4g}",
                       f"{first['intra_lpips']:.3f} -> {last['intra_lpips']:.3f}",
-                      f"{last['realism_pt']:.3f}")
+                      f"{first['realism_pt']:.2f} -> {last['realism_pt']:.2f}")
     console.print(table)
     backbones = sorted(set(df["fid_backbone"].dropna()) | set(df["lpips_backbone"].dropna()))
     console.print(f"metric backbones: {', '.join(backbones)}")

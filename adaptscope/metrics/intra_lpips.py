@@ -29,6 +29,7 @@ from adaptscope.metrics.lpips_embed import (
     pairwise_distances,
     resolve_lpips_net,
     sq_norms,
+    to_float64,
 )
 
 _CACHE_BYTES = 2 * 2**30  # embeddings of kept members held at most; the rest recomputed
@@ -119,7 +120,7 @@ def intra_cluster_lpips(
         )
     n, k = len(samples), len(centers)
 
-    center_emb = _embed_all(embedder, centers, batch_size)
+    center_emb = to_float64(_embed_all(embedder, centers, batch_size))
     center_norms = sq_norms(center_emb)
     nearest = np.zeros(n, dtype=np.int64)
     nearest_d = np.zeros(n, dtype=np.float64)

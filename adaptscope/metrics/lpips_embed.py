@@ -102,21 +102,27 @@ class LPIPSEmbedder:
     @torch.no_grad()
     def embed(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Per-layer embeddings (N, C_l * H_l * W_l), float32, on the network's device."""
-        import lpips
-
         if getattr(self.net, "training", False):
             raise ValueError("the LPIPS network must be in eval mode (call .eval())")
         feats = self._raw_features(self.prepare(x).to(self.device))
         out = []
         for f, s in zip(feats, self._scales, strict=True):
-            f = lpips.normalize_tensor(f.float())
-            h, w = f.shape[-2:]
-            out.append((f * (s[None, :, None, None] / (h * w) ** 0.5)).flatten(1))
+            # lpips.normalize_tensor (unit length over channels, eps 1e-10), then
+            # sqrt(w_c) / sqrt(H W); in place on the network's own output.
+            f = f.float()
+            norm = torch.linalg.vector_norm(f, dim=1, keepdim=True).add_(1e-10)
+            scale = (s / (f.shape[-2] * f.shape[-1]) ** 0.5).view(1, -1, 1, 1)
+            out.append(f.div_(norm).mul_(scale).flatten(1))
         return out
 
 
 def _chunk_cols(rows: int) -> int:
     return max(1, _CHUNK_BYTES // (8 * max(rows, 1)))
+
+
+def to_float64(emb: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Embeddings held in float64 (for the few images every batch is compared with)."""
+    return [layer.double() for layer in emb]
 
 
 def sq_norms(emb: list[torch.Tensor]) -> torch.Tensor:
@@ -125,31 +131,36 @@ def sq_norms(emb: list[torch.Tensor]) -> torch.Tensor:
     for layer in emb:
         step = _chunk_cols(layer.shape[0])
         for j in range(0, layer.shape[1], step):
-            total += layer[:, j:j + step].double().square().sum(1)
+            total += torch.linalg.vector_norm(layer[:, j:j + step].double(), dim=1).square()
     return total
-
-
-def gram(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
-    """Inner products <e(a_i), e(b_j)> in float64 (Na, Nb), streamed in column chunks."""
-    out = torch.zeros(a[0].shape[0], b[0].shape[0], dtype=torch.float64, device=a[0].device)
-    for la, lb in zip(a, b, strict=True):
-        step = _chunk_cols(la.shape[0] + lb.shape[0])
-        for j in range(0, la.shape[1], step):
-            out += la[:, j:j + step].double() @ lb[:, j:j + step].double().T
-    return out
 
 
 def cross_distances(a: list[torch.Tensor], b: list[torch.Tensor],
                     b_norms: torch.Tensor | None = None) -> torch.Tensor:
-    """LPIPS between every a_i and b_j (Na, Nb), float64."""
+    """LPIPS between every a_i and b_j (Na, Nb), float64. Each column chunk of `a` is
+    converted to float64 once and serves both its norms and the Gram block; `b` is best
+    given in float64 already (`to_float64`) when it is reused."""
     nb = sq_norms(b) if b_norms is None else b_norms
-    d = sq_norms(a)[:, None] + nb[None, :] - 2.0 * gram(a, b)
-    return d.clamp_min_(0.0)
+    na = torch.zeros(a[0].shape[0], dtype=torch.float64, device=a[0].device)
+    g = torch.zeros(a[0].shape[0], b[0].shape[0], dtype=torch.float64, device=a[0].device)
+    for la, lb in zip(a, b, strict=True):
+        step = _chunk_cols(la.shape[0] + lb.shape[0])
+        for j in range(0, la.shape[1], step):
+            ad = la[:, j:j + step].double()
+            na += torch.linalg.vector_norm(ad, dim=1).square()
+            g.addmm_(ad, lb[:, j:j + step].double().T)
+    return (na[:, None] + nb[None, :] - 2.0 * g).clamp_min_(0.0)
 
 
 def pairwise_distances(emb: list[torch.Tensor]) -> torch.Tensor:
     """LPIPS between all images of one set (N, N), float64, zero diagonal."""
-    g = gram(emb, emb)
+    n = emb[0].shape[0]
+    g = torch.zeros(n, n, dtype=torch.float64, device=emb[0].device)
+    for layer in emb:
+        step = _chunk_cols(2 * n)
+        for j in range(0, layer.shape[1], step):
+            xd = layer[:, j:j + step].double()
+            g.addmm_(xd, xd.T)
     diag = g.diagonal().clone()
     d = (diag[:, None] + diag[None, :] - 2.0 * g).clamp_min_(0.0)
     d.fill_diagonal_(0.0)

@@ -208,6 +208,9 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
             torch.save(obj, fh)
             fh.flush()
             os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's private mode is not what a saved file needs
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -33,6 +33,7 @@ from adaptscope.train.losses import (
     g_path_length_penalty,
 )
 from adaptscope.train.spec import EMBEDDED_SOURCE, RunSpec, method_params, spec_from_dict
+from adaptscope.train.state import lazy_adam, restore
 
 EventFn = Callable[[dict[str, Any]], None]
 CHECKPOINT = f"{schema.CHECKPOINT_DIR}/latest.pt"
@@ -94,11 +95,6 @@ def _check(losses: dict[str, torch.Tensor], iteration: int, run_dir: Path) -> No
             )
 
 
-def _lazy_adam(params, lr: float, every: int, enabled: bool) -> torch.optim.Adam:
-    c = every / (every + 1) if enabled else 1.0
-    return torch.optim.Adam(params, lr=lr * c, betas=(0.0, 0.99**c))
-
-
 def run_adaptation(spec: RunSpec, run_dir: str | Path, on_event: EventFn | None = None) -> Path:
     """Adapt the source model with `spec.method` and track it; resumes from `run_dir`."""
     run_dir = Path(run_dir)
@@ -134,8 +130,8 @@ def run_adaptation(spec: RunSpec, run_dir: str | Path, on_event: EventFn | None 
     d_params += [p for m in extra_modules for p in m.parameters()]
     for p in list(g.parameters()) + list(d.parameters()):
         p.requires_grad_(False)
-    g_opt = _lazy_adam(g_params, tc.lr, tc.path_every, tc.path_regularize > 0)
-    d_opt = _lazy_adam(d_params, tc.lr, tc.r1_every, tc.r1_gamma > 0)
+    g_opt = lazy_adam(g_params, tc.lr, tc.path_every, tc.path_regularize > 0)
+    d_opt = lazy_adam(d_params, tc.lr, tc.r1_every, tc.r1_gamma > 0)
 
     # Built before any RNG state is restored: building backbones draws random initial weights.
     tracker = Tracker(spec, run_dir, target)
@@ -143,18 +139,12 @@ def run_adaptation(spec: RunSpec, run_dir: str | Path, on_event: EventFn | None 
     iteration, elapsed, checkpointed = 0, 0.0, -1
     mean_path_length = torch.zeros((), device=device)
     if ckpt_path.exists():
-        ck = load_checkpoint(ckpt_path)
-        g.load_state_dict(ck.g.state_dict())
-        d.load_state_dict(ck.d.state_dict())
-        g_ema.load_state_dict(ck.g_ema.state_dict())
-        g_opt.load_state_dict(ck.extra["g_optim"])
-        d_opt.load_state_dict(ck.extra["d_optim"])
-        method.load_state_dict(ck.extra["method"])
-        torch.set_rng_state(ck.extra["torch_rng"])
-        random.setstate((ck.extra["py_rng"][0], tuple(ck.extra["py_rng"][1]), None))
-        iteration, elapsed = int(ck.extra["iteration"]), float(ck.extra["elapsed"])
+        extra = restore(ckpt_path, g, d, g_ema, g_opt, d_opt)
+        method.load_state_dict(extra["method"])
+        random.setstate((extra["py_rng"][0], tuple(extra["py_rng"][1]), None))
+        iteration, elapsed = int(extra["iteration"]), float(extra["elapsed"])
         checkpointed = iteration
-        mean_path_length = ck.extra["mean_path_length"].to(device)
+        mean_path_length = extra["mean_path_length"].to(device)
     else:
         _set_grad(g_params, True)
         method.setup()

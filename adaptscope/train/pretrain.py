@@ -20,7 +20,13 @@ import torch
 from adaptscope.data import toyfaces
 from adaptscope.images import save_grid, to_uint8
 from adaptscope.models import Discriminator, Generator, load_checkpoint, save_checkpoint
-from adaptscope.train.losses import d_logistic_loss, d_r1_penalty, ema_update, g_nonsaturating_loss
+from adaptscope.train.losses import (
+    d_logistic_loss,
+    d_r1_penalty,
+    ema_update,
+    g_nonsaturating_loss,
+)
+from adaptscope.train.state import lazy_adam, restore
 
 
 @dataclass
@@ -61,13 +67,6 @@ def build_networks(cfg: SourceModelConfig) -> tuple[Generator, Discriminator]:
     return g, d
 
 
-def _lazy_adam(params, lr: float, every: int) -> torch.optim.Adam:
-    # Lazy regularisation: lr and betas are rescaled so the effective step matches every-step
-    # regularisation (as in the reference).
-    c = every / (every + 1)
-    return torch.optim.Adam(params, lr=lr * c, betas=(0.0, 0.99**c))
-
-
 def _real_batch(cfg: PretrainConfig, step: int) -> torch.Tensor:
     # A fresh, deterministic slice of the source domain per step: no dataset to store.
     start = toyfaces.SOURCE_RANGE.start + step * cfg.batch
@@ -88,17 +87,10 @@ def pretrain_source(cfg: PretrainConfig, out_dir: str | Path, *, log=print) -> P
     g_ema.load_state_dict(g.state_dict())
     g_ema.eval().requires_grad_(False)
     g_opt = torch.optim.Adam(g.parameters(), lr=cfg.lr, betas=(0.0, 0.99))
-    d_opt = _lazy_adam(d.parameters(), cfg.lr, cfg.r1_every)
+    d_opt = lazy_adam(d.parameters(), cfg.lr, cfg.r1_every)
     step = 0
     if ckpt_path.exists():
-        ck = load_checkpoint(ckpt_path)
-        g.load_state_dict(ck.g.state_dict())
-        d.load_state_dict(ck.d.state_dict())
-        g_ema.load_state_dict(ck.g_ema.state_dict())
-        g_opt.load_state_dict(ck.extra["g_optim"])
-        d_opt.load_state_dict(ck.extra["d_optim"])
-        torch.set_rng_state(ck.extra["torch_rng"])
-        step = int(ck.extra["step"])
+        step = int(restore(ckpt_path, g, d, g_ema, g_opt, d_opt)["step"])
         log(f"resumed from {ckpt_path} at step {step}")
 
     fixed_z = torch.randn(32, cfg.model.style_dim, generator=torch.Generator().manual_seed(1234))

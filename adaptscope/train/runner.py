@@ -94,11 +94,12 @@ def execute(runs: list[PlannedRun], workers: int, console: Console | None = None
     todo = [r for r in runs if r.status == "pending"]
     if not todo:
         return
-    columns = (TextColumn("{task.description:<42}"), BarColumn(), MofNCompleteColumn(),
+    columns = (TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[latest]}"))
     with Progress(*columns, console=console) as progress:
-        tasks = {r.spec.run_id: progress.add_task(r.spec.run_id, total=r.spec.schedule.iterations,
-                                                  latest="waiting") for r in todo}
+        tasks = {r.spec.run_id: progress.add_task(
+            f"{r.spec.method} s{r.spec.seed}", total=r.spec.schedule.iterations,
+            latest="waiting") for r in todo}
 
         def handle(event: dict[str, Any]) -> None:
             task = tasks[event["run_id"]]

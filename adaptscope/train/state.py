@@ -1,0 +1,31 @@
+"""Optimisers and resumable training state shared by pretraining and adaptation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from adaptscope.models import Discriminator, Generator, load_checkpoint
+
+
+def lazy_adam(params, lr: float, every: int, enabled: bool = True) -> torch.optim.Adam:
+    """Adam with beta1 0; with lazy regularisation every `every` steps, lr and beta2 are rescaled
+    by every / (every + 1) so the effective step matches every-step regularisation (as in the
+    reference implementation)."""
+    c = every / (every + 1) if enabled else 1.0
+    return torch.optim.Adam(params, lr=lr * c, betas=(0.0, 0.99**c))
+
+
+def restore(path: Path, g: Generator, d: Discriminator, g_ema: Generator,
+            g_opt: torch.optim.Optimizer, d_opt: torch.optim.Optimizer) -> dict[str, Any]:
+    """Load networks, optimisers and the torch RNG from a training checkpoint; returns the rest."""
+    ck = load_checkpoint(path)
+    g.load_state_dict(ck.g.state_dict())
+    d.load_state_dict(ck.d.state_dict())
+    g_ema.load_state_dict(ck.g_ema.state_dict())
+    g_opt.load_state_dict(ck.extra["g_optim"])
+    d_opt.load_state_dict(ck.extra["d_optim"])
+    torch.set_rng_state(ck.extra["torch_rng"])
+    return ck.extra
