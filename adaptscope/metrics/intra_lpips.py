@@ -79,6 +79,28 @@ def _embed_all(embedder: LPIPSEmbedder, x: torch.Tensor, batch_size: int) -> lis
     return [torch.cat(layer) for layer in zip(*parts, strict=True)]
 
 
+def _gather_members(embedder: LPIPSEmbedder, samples: torch.Tensor, members: list[int],
+                    kept: dict[int, list[torch.Tensor]], widths: list[int],
+                    batch_size: int) -> list[torch.Tensor]:
+    """One cluster's member embeddings (m, D_l) per layer, written into one buffer: held rows
+    are moved in (and released), the others embedded again batch by batch."""
+    device = embedder.device
+    out = [torch.empty(len(members), w, device=device) for w in widths]
+    missing = []
+    for row, i in enumerate(members):
+        if i in kept:
+            for buf, layer in zip(out, kept.pop(i), strict=True):
+                buf[row] = layer[0]
+        else:
+            missing.append(row)
+    for s in _batches(len(missing), batch_size):
+        rows = missing[s]
+        fresh = embedder.embed(samples[torch.as_tensor([members[r] for r in rows])])
+        for buf, layer in zip(out, fresh, strict=True):
+            buf[torch.as_tensor(rows, device=device)] = layer
+    return out
+
+
 def intra_cluster_lpips(
     samples: torch.Tensor,
     centers: torch.Tensor,
@@ -127,6 +149,7 @@ def intra_cluster_lpips(
     chosen: list[list[int]] = [[] for _ in range(k)]
     kept: dict[int, list[torch.Tensor]] = {}  # sample -> its per-layer embedding rows
     budget = cache_bytes
+    widths: list[int] = []  # embedding width per layer
     order = selection_order(n, seed)
     for s in _batches(n, batch_size):
         idx = order[s]
@@ -134,7 +157,8 @@ def intra_cluster_lpips(
         best = cross_distances(emb, center_emb, center_norms).min(dim=1)
         nearest_d[idx] = best.values.cpu().numpy()
         nearest[idx] = best.indices.cpu().numpy()
-        row_bytes = sum(layer.shape[1] for layer in emb) * 4
+        widths = [layer.shape[1] for layer in emb]
+        row_bytes = sum(widths) * 4
         for j, i in enumerate(idx.tolist()):
             members = chosen[nearest[i]]
             if len(members) < max_per_cluster:
@@ -148,12 +172,7 @@ def intra_cluster_lpips(
     for c, members in enumerate(chosen):
         if len(members) < 2:
             continue
-        missing = [i for i in members if i not in kept]
-        if missing:
-            fresh = _embed_all(embedder, samples[torch.as_tensor(missing)], batch_size)
-            for j, i in enumerate(missing):
-                kept[i] = [layer[j:j + 1] for layer in fresh]
-        emb = [torch.cat(rows) for rows in zip(*(kept.pop(i) for i in members), strict=True)]
+        emb = _gather_members(embedder, samples, members, kept, widths, batch_size)
         d = pairwise_distances(emb)
         iu = torch.triu_indices(len(members), len(members), offset=1, device=d.device)
         cluster_means[c] = d[iu[0], iu[1]].mean().item()
