@@ -57,3 +57,14 @@ def test_attribute_names_and_bad_input():
         attribute_coverage(generated, shots, attributes=[len(names)])
     with pytest.raises(ValueError):
         shot_replication(np.zeros((0, 3)), shots)
+
+
+def test_nearest_shot_agreement_is_one_for_copies_and_lower_for_diverse_samples():
+    from adaptscope.metrics.groundtruth import nearest_shot_agreement
+
+    shots = np.array([[0, 0, 0, 0], [1, 1, 1, 1]])
+    copies = np.array([[0, 0, 0, 0], [1, 1, 1, 1], [1, 1, 1, 1]])
+    assert nearest_shot_agreement(copies, shots) == 1.0
+    mixed = np.array([[0, 1, 2, 2], [1, 1, 0, 0]])  # best shares: 1/4 and 2/4
+    assert nearest_shot_agreement(mixed, shots) == pytest.approx(0.375)
+    assert nearest_shot_agreement(mixed, shots, attributes=[0]) == 1.0

@@ -84,3 +84,23 @@ def shot_replication(
     shots = _rows(shot_attrs, cols, "shot_attrs")
     hits = sum(tuple(int(v) for v in row) in shots for row in pred[:, cols])
     return hits / len(pred)
+
+
+def nearest_shot_agreement(
+    pred_attrs: Attributes,
+    shot_attrs: Attributes,
+    attributes: Sequence[str | int] | None = None,
+) -> float:
+    """Mean over samples of the largest share of `attributes` a sample has in common with any
+    one shot: about 1/levels-ish for a diverse generator, 1.0 when every sample copies a shot.
+
+    The continuous counterpart of `shot_replication` (which needs an exact match) and the
+    ground-truth twin of the nearest-shot LPIPS.
+    """
+    pred = _as_2d(pred_attrs)
+    shots = _as_2d(shot_attrs)
+    if pred.ndim != 2 or len(pred) == 0 or shots.ndim != 2 or len(shots) == 0:
+        raise ValueError("pred_attrs and shot_attrs must be non-empty (N, n_attributes) arrays")
+    cols = attribute_columns(attributes, pred.shape[1])
+    same = pred[:, None, cols] == shots[None, :, cols]  # (N, K, A)
+    return float(same.mean(axis=2).max(axis=1).mean())

@@ -154,11 +154,16 @@ class Evaluator:
             "nearest_shot_lpips": result.nearest_shot_lpips,
         }
         if self.ground_truth is not None:
-            from adaptscope.metrics.groundtruth import attribute_coverage, shot_replication
+            from adaptscope.metrics.groundtruth import (
+                attribute_coverage,
+                nearest_shot_agreement,
+                shot_replication,
+            )
 
             predicted = np.concatenate(attrs)
             _, reference, shots, observable = self.ground_truth
             metrics["gt_coverage"] = attribute_coverage(predicted, reference)
             # Only attributes the target shows can be replicated (sunglasses hide eye size).
             metrics["gt_replication"] = shot_replication(predicted, shots, observable)
+            metrics["gt_shot_agreement"] = nearest_shot_agreement(predicted, shots, observable)
         return Evaluation(metrics=metrics, grid=samples[: m.n_grid])

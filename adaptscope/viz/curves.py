@@ -141,6 +141,6 @@ def plot_replication(df: pd.DataFrame) -> Figure:
     """Distance to the nearest shot and, in the embedded world, ground-truth diversity."""
     return plot_metrics(
         df,
-        ["nearest_shot_lpips", "gt_coverage", "gt_replication"],
+        ["nearest_shot_lpips", "gt_shot_agreement", "gt_coverage", "gt_replication"],
         "Replication of the training shots",
     )

@@ -45,6 +45,9 @@ METRICS: dict[str, Metric] = {
     ),
     "gt_coverage": Metric("gt_coverage", "attribute coverage (ground truth)", "higher"),
     "gt_replication": Metric("gt_replication", "shot replication (ground truth)", "lower"),
+    "gt_shot_agreement": Metric(
+        "gt_shot_agreement", "attributes shared with nearest shot (ground truth)", "lower"
+    ),
 }
 
 
