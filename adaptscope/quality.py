@@ -38,10 +38,7 @@ def _latents(generator: Generator, seed: int, index: int) -> list[torch.Tensor]:
     state = np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0]
     rng = torch.Generator().manual_seed(int(state >> np.uint64(1)))
     z = torch.randn(1, generator.style_dim, generator=rng)
-    return [z] + [
-        torch.randn(1, 1, 2 ** ((i + 5) // 2), 2 ** ((i + 5) // 2), generator=rng)
-        for i in range(generator.num_layers)
-    ]
+    return [z, *(n.cpu() for n in generator.make_noise(1, generator=rng))]
 
 
 @torch.no_grad()

@@ -151,8 +151,7 @@ def paired_generation(ctx: MethodContext, z: torch.Tensor):
     carries no gradient. Sharing the noise maps means the two sides differ only by weights.
     """
     g = ctx.g
-    noise = [torch.randn(z.shape[0], 1, 2 ** ((i + 5) // 2), 2 ** ((i + 5) // 2))
-             for i in range(g.num_layers)]
+    noise = g.make_noise(z.shape[0])
     with torch.no_grad():
         img_s, _, feats_s = ctx.g_source([z], noise=noise, return_features=True)
     img_t, _, feats_t = g([z], noise=noise, return_features=True)

@@ -109,11 +109,16 @@ class Generator(nn.Module):
             "channels": dict(self.channels) if self.custom_channels else None,
         }
 
-    def make_noise(self) -> list[torch.Tensor]:
-        """Fresh noise maps, one per synthesis layer."""
+    def make_noise(self, batch: int = 1, generator: torch.Generator | None = None
+                   ) -> list[torch.Tensor]:
+        """Fresh noise maps, one per synthesis layer, of shape (batch, 1, res, res).
+
+        Drawn on the CPU (from `generator` when given) and moved to the model's device, so the
+        same generator gives the same maps on every device.
+        """
         device = self.input.input.device
-        return [torch.randn(1, 1, 2 ** ((i + 5) // 2), 2 ** ((i + 5) // 2), device=device)
-                for i in range(self.num_layers)]
+        return [torch.randn(batch, 1, 2 ** ((i + 5) // 2), 2 ** ((i + 5) // 2),
+                            generator=generator).to(device) for i in range(self.num_layers)]
 
     @torch.no_grad()
     def mean_latent(self, n_latent: int) -> torch.Tensor:

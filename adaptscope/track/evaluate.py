@@ -110,9 +110,7 @@ class Evaluator:
         while done < self.n_samples:
             n = min(bs, self.n_samples - done)
             z = torch.randn(n, g.style_dim, generator=rng)
-            noise = [torch.randn(n, 1, 2 ** ((i + 5) // 2), 2 ** ((i + 5) // 2), generator=rng)
-                     for i in range(g.num_layers)]
-            yield z, noise
+            yield z, g.make_noise(n, generator=rng)
             done += n
 
     @torch.no_grad()
@@ -124,7 +122,7 @@ class Evaluator:
         n_fid = n_kept = 0
         n_keep = max(m.lpips_n_samples, m.n_grid)
         for z, noise in self._latent_batches(g_ema):
-            img, _ = g_ema([z.to(device)], noise=[n.to(device) for n in noise])
+            img, _ = g_ema([z.to(device)], noise=noise)
             u8 = to_uint8(img)  # measured as the saved 8-bit images would be
             x = from_uint8(u8).to(device)
             if n_fid < m.fid_n_gen:
