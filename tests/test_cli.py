@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from adaptscope.cli import app
 from adaptscope.config import ConfigError, dumps_toml, read_toml
-from adaptscope.train.spec import ExperimentConfig, load_experiment
+from adaptscope.train.spec import load_experiment
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 runner = CliRunner()
@@ -83,4 +83,3 @@ def test_config_round_trips_through_toml(tmp_path):
 def test_wrong_types_are_refused():
     with pytest.raises(ConfigError, match="expected int"):
         load_experiment(None, ['schedule.iterations="many"'])
-    assert ExperimentConfig().workers == 0

@@ -24,7 +24,7 @@ def context(seed: int = 0) -> MethodContext:
     g_s = copy.deepcopy(g).requires_grad_(False)
     d_s = copy.deepcopy(d).requires_grad_(False)
     return MethodContext(g=g, d=d, g_source=g_s, d_source=d_s,
-                         shots=torch.rand(10, 3, 16, 16) * 2 - 1, batch=4, mixing=0.0)
+                         shots=torch.rand(10, 3, 16, 16) * 2 - 1, mixing=0.0)
 
 
 def build(name: str, **params):
@@ -121,7 +121,7 @@ def test_ewc_penalty_is_zero_at_source_and_grows_with_drift():
 def test_cdc_anchor_iterations_sample_near_anchors_and_patch_iterations_give_patch_logits():
     m = build("cdc", patch_resolution=8)
     m.extra_d_modules()
-    z = m.sample_latents(Step(0, real=m.ctx.shots[:4]), 4, for_d=True)[0]
+    z = m.sample_latents(Step(0, real=m.ctx.shots[:4]), 4)[0]
     dist = torch.cdist(z, m.anchors).min(1).values
     assert torch.all(dist < 0.1 * 32**0.5 * 2)  # within a few stds of some anchor
     logits = m.d_logits(Step(1, real=m.ctx.shots[:4]), m.ctx.shots[:4])

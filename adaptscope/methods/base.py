@@ -28,7 +28,6 @@ class MethodContext:
     g_source: Generator  # frozen copy of the source generator
     d_source: Discriminator  # frozen copy of the source discriminator
     shots: torch.Tensor  # the few-shot target images, (K, 3, H, W) in [-1, 1]
-    batch: int
     mixing: float
 
 
@@ -74,7 +73,7 @@ class Method:
         return iter(self.ctx.d.parameters())
 
     # --- per iteration --------------------------------------------------------------------
-    def sample_latents(self, step: Step, batch: int, for_d: bool) -> list[torch.Tensor]:
+    def sample_latents(self, step: Step, batch: int) -> list[torch.Tensor]:
         """Latents for the adversarial terms; default: rosinality's mixing noise."""
         dim = self.ctx.g.style_dim
         if self.ctx.mixing > 0 and torch.rand(()).item() < self.ctx.mixing:
@@ -151,6 +150,7 @@ def paired_generation(ctx: MethodContext, z: torch.Tensor):
     carries no gradient. Sharing the noise maps means the two sides differ only by weights.
     """
     g = ctx.g
+    z = z.to(g.input.input.device)
     noise = g.make_noise(z.shape[0])
     with torch.no_grad():
         img_s, _, feats_s = ctx.g_source([z], noise=noise, return_features=True)

@@ -57,12 +57,12 @@ class CDC(Method):
     def _anchor_iteration(self, step: Step) -> bool:
         return step.iteration % self.params.subspace_freq == 0
 
-    def sample_latents(self, step: Step, batch: int, for_d: bool) -> list[torch.Tensor]:
+    def sample_latents(self, step: Step, batch: int) -> list[torch.Tensor]:
         if self._anchor_iteration(step):
             idx = torch.randint(0, self.anchors.shape[0], (batch,))
             return [self.anchors[idx] + self.params.subspace_std * torch.randn(
                 batch, self.anchors.shape[1])]
-        return super().sample_latents(step, batch, for_d)
+        return super().sample_latents(step, batch)
 
     def d_logits(self, step: Step, images: torch.Tensor) -> torch.Tensor:
         if self._anchor_iteration(step):

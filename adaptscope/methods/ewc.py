@@ -40,7 +40,7 @@ class EWC(Method):
         n_done = 0
         while n_done < self.params.n_fisher:
             b = min(self.params.fisher_batch, self.params.n_fisher - n_done)
-            img, _ = g([torch.randn(b, g.style_dim)])
+            img, _ = g([torch.randn(b, g.style_dim).to(g.input.input.device)])
             log_likelihood = -F.softplus(-d_src(img)).mean()  # log sigmoid(D(G(z)))
             grads = torch.autograd.grad(log_likelihood, list(params.values()), allow_unused=True)
             for (k, _), gr in zip(params.items(), grads, strict=True):

@@ -124,7 +124,7 @@ class Evaluator:
         for z, noise in self._latent_batches(g_ema):
             img, _ = g_ema([z.to(device)], noise=noise)
             u8 = to_uint8(img)  # measured as the saved 8-bit images would be
-            x = from_uint8(u8).to(device)
+            x = from_uint8(u8)  # CPU: the metric networks are built on the CPU
             if n_fid < m.fid_n_gen:
                 take = min(len(u8), m.fid_n_gen - n_fid)
                 feats.append(extract_features(u8[:take], self.extractor))

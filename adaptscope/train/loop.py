@@ -122,7 +122,7 @@ def run_adaptation(spec: RunSpec, run_dir: str | Path, on_event: EventFn | None 
                          spec.target.files)
     shots = target.shots.to(device)
     ctx = MethodContext(g=g, d=d, g_source=g_source, d_source=d_source, shots=shots,
-                        batch=tc.batch, mixing=tc.mixing)
+                        mixing=tc.mixing)
     method = get_method(spec.method)(method_params(spec), ctx)
     extra_modules = [m.to(device) for m in method.extra_d_modules()]
     g_params = list(method.trainable_g_parameters())
@@ -177,7 +177,7 @@ def run_adaptation(spec: RunSpec, run_dir: str | Path, on_event: EventFn | None 
         _set_grad(g_params, False)
         _set_grad(d_params, True)
         with torch.no_grad():
-            fake, _ = g(method.sample_latents(step, tc.batch, for_d=True))
+            fake, _ = g([z.to(device) for z in method.sample_latents(step, tc.batch)])
         d_losses = {"d_adv": d_logistic_loss(method.d_logits(step, step.real),
                                              method.d_logits(step, fake)),
                     **method.d_extra_losses(step, fake)}
@@ -197,7 +197,7 @@ def run_adaptation(spec: RunSpec, run_dir: str | Path, on_event: EventFn | None 
         # --- generator ----------------------------------------------------------------------
         _set_grad(g_params, True)
         _set_grad(d_params, False)
-        fake, _ = g(method.sample_latents(step, tc.batch, for_d=False))
+        fake, _ = g([z.to(device) for z in method.sample_latents(step, tc.batch)])
         g_losses = {"g_adv": g_nonsaturating_loss(method.d_logits(step, fake)),
                     **method.g_extra_losses(step, fake)}
         _check(g_losses, iteration, run_dir)

@@ -7,7 +7,6 @@ to execute or resume that run anywhere.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -168,7 +167,7 @@ def load_experiment(path: str | Path | None = None, overrides: list[str] | None 
             raise ConfigError(str(err.args[0])) from err
         params = method_params.get(name, {})
         from_dict(cls.Params, params, f"{source}: [{name}]")  # validate names and types now
-    cfg.method_params = {k: v for k, v in method_params.items()}
+    cfg.method_params = method_params
     if cfg.schedule.eval_every <= 0 or cfg.schedule.iterations < 0:
         raise ConfigError(f"{source}: schedule needs eval_every > 0 and iterations >= 0")
     return cfg
@@ -185,7 +184,3 @@ def method_params(spec: RunSpec):
 
     cls = get_method(spec.method)
     return from_dict(cls.Params, spec.method_params, f"[{spec.method}]")
-
-
-def params_dict(params: Any) -> dict[str, Any]:
-    return dataclasses.asdict(params)
