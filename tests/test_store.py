@@ -222,6 +222,38 @@ def test_writer_killed_mid_write_leaves_earlier_rows_readable(tmp_path):
     assert sorted(p.name for p in run_dir.iterdir()) == [schema.TRAJECTORY_FILE]
 
 
+def test_reader_during_appends_always_sees_a_whole_table(tmp_path):
+    # A notebook polling a live run reads while the tracker replaces the file; every read must
+    # see one complete version, never a mix of the old file's size and the new file's bytes.
+    run_dir = new_run(tmp_path)
+    append_rows(run_dir, [row(0)], config=CONFIG, protocol=PROTOCOL)
+    writer = textwrap.dedent(
+        """
+        import json, sys
+        from adaptscope.track import store
+        template = json.loads(sys.argv[2])
+        for i in range(1, 151):
+            row = dict(template, iteration=i, images_seen=i * 4)
+            store.append_rows(sys.argv[1], [row], config={}, protocol=json.loads(sys.argv[3]))
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", writer, str(run_dir), json.dumps(row(0)), json.dumps(PROTOCOL)],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    counts = []
+    try:
+        while proc.poll() is None:
+            counts.append(len(load_trajectories(run_dir)))
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0
+    assert len(counts) > 20  # the reads really overlapped the writes
+    assert counts == sorted(counts)
+    assert len(load_trajectories(run_dir)) == 151
+
+
 def test_parquet_without_adaptscope_metadata_is_refused(tmp_path):
     foreign = tmp_path / "foreign.parquet"
     pd.DataFrame([row(0)]).to_parquet(foreign)

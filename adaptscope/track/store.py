@@ -147,17 +147,31 @@ def _validate_file_schema(path: Path, table_schema: pa.Schema) -> list[str]:
     return [n for n in names if n not in schema.COLUMNS]
 
 
-def _read_table(path: Path) -> tuple[pa.Table, list[str]]:
+def _read_whole_file(path: Path) -> pa.Table:
+    """One consistent version of a trajectory, even while the tracker is replacing it.
+
+    The bytes are read through a single open handle, which keeps pointing at one version of the
+    file across a rename. (Handing pyarrow the path lets it take the size from one version and
+    the bytes from the next, which fails with "Page was smaller than expected".)
+    """
     try:
-        table = pq.read_table(path)
+        with open(path, "rb") as fh:
+            data = fh.read()
+        return pq.read_table(pa.BufferReader(data))
     except (OSError, pa.ArrowException) as exc:
         raise TrajectoryError(f"{path}: cannot read as parquet ({exc})") from exc
+
+
+def _read_table(path: Path) -> tuple[pa.Table, list[str], dict[str, str]]:
+    """The typed table of a trajectory, its extra column names and its decoded metadata."""
+    table = _read_whole_file(path)
+    meta = _decoded_metadata(table.schema)
     extra = _validate_file_schema(path, table.schema)
     try:
         table = table.select([*schema.COLUMNS, *extra]).cast(_arrow_schema(extra, None))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise TrajectoryError(f"{path}: columns do not have the schema's types ({exc})") from exc
-    return table, extra
+    return table, extra, meta
 
 
 # --------------------------------------------------------------------------------------------
@@ -224,8 +238,7 @@ def append_rows(
     old_rows: list[dict] = []
     extra: list[str] = []
     if target.exists():
-        old_table, extra = _read_table(target)
-        old_meta = _decoded_metadata(pq.read_schema(target))
+        old_table, extra, old_meta = _read_table(target)
         if old_meta.get(schema.META_PROTOCOL) != metadata[schema.META_PROTOCOL]:
             raise TrajectoryError(
                 f"{target}: the evaluation protocol differs from the one already recorded "
@@ -269,7 +282,7 @@ def recorded_iterations(run_dir: PathLike) -> set[int]:
     target = Path(run_dir) / schema.TRAJECTORY_FILE
     if not target.exists():
         return set()
-    table, _ = _read_table(target)
+    table, _, _ = _read_table(target)
     return {int(i) for i in table.column("iteration").to_pylist()}
 
 
@@ -324,7 +337,7 @@ def load_trajectories(path_or_paths: PathLike | Iterable[PathLike]) -> pd.DataFr
     frames: list[pd.DataFrame] = []
     run_dirs: dict[str, str] = {}
     for path in find_trajectory_files(path_or_paths):
-        table, extra = _read_table(path)
+        table, extra, _ = _read_table(path)
         frame = _to_frame(table, extra)
         for run_id in frame["run_id"].unique():
             if run_id in run_dirs:
@@ -353,12 +366,7 @@ def read_metadata(path: PathLike) -> dict[str, Any]:
     target = path / schema.TRAJECTORY_FILE if path.is_dir() else path
     if not target.is_file():
         raise TrajectoryError(f"{path}: no {schema.TRAJECTORY_FILE} here")
-    try:
-        file_schema = pq.read_schema(target)
-    except (OSError, pa.ArrowException) as exc:
-        raise TrajectoryError(f"{target}: cannot read as parquet ({exc})") from exc
-    _validate_file_schema(target, file_schema)
-    meta = _decoded_metadata(file_schema)
+    _, _, meta = _read_table(target)
 
     def parsed(key: str) -> Any:
         try:
