@@ -249,7 +249,7 @@ def test_reader_during_appends_always_sees_a_whole_table(tmp_path):
         proc.kill()
         proc.wait()
     assert proc.returncode == 0
-    assert len(counts) > 20  # the reads really overlapped the writes
+    assert len(set(counts)) > 10  # the reads really overlapped many of the writes
     assert counts == sorted(counts)
     assert len(load_trajectories(run_dir)) == 151
 
