@@ -59,4 +59,7 @@ class EWC(Method):
         return {"fisher": self.fisher, "anchor": self.anchor}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.fisher, self.anchor = state["fisher"], state["anchor"]
+        # Checkpoints load on the CPU; the penalty is computed beside G's parameters.
+        device = self.ctx.g.input.input.device
+        self.fisher = {k: v.to(device) for k, v in state["fisher"].items()}
+        self.anchor = {k: v.to(device) for k, v in state["anchor"].items()}

@@ -33,7 +33,7 @@ from adaptscope.train.losses import (
     g_path_length_penalty,
 )
 from adaptscope.train.spec import EMBEDDED_SOURCE, RunSpec, method_params, spec_from_dict
-from adaptscope.train.state import lazy_adam, restore
+from adaptscope.train.state import device_rng_state, lazy_adam, restore
 
 EventFn = Callable[[dict[str, Any]], None]
 CHECKPOINT = f"{schema.CHECKPOINT_DIR}/latest.pt"
@@ -165,7 +165,8 @@ def run_adaptation(spec: RunSpec, run_dir: str | Path, on_event: EventFn | None 
                 save_checkpoint(
                     ckpt_path, g_ema=g_ema, g=g, d=d, g_optim=g_opt.state_dict(),
                     d_optim=d_opt.state_dict(), method=method.state_dict(),
-                    torch_rng=torch.get_rng_state(), py_rng=[py_state[0], list(py_state[1])],
+                    torch_rng=torch.get_rng_state(), device_rng=device_rng_state(device),
+                    py_rng=[py_state[0], list(py_state[1])],
                     iteration=iteration, elapsed=time.perf_counter() - t0,
                     mean_path_length=mean_path_length.cpu(), run_id=spec.run_id)
                 checkpointed = iteration

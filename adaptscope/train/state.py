@@ -18,9 +18,14 @@ def lazy_adam(params, lr: float, every: int, enabled: bool = True) -> torch.opti
     return torch.optim.Adam(params, lr=lr * c, betas=(0.0, 0.99**c))
 
 
+def device_rng_state(device: torch.device) -> torch.Tensor | None:
+    """The GPU's RNG state (noise maps drawn on a GPU come from it), or None on the CPU."""
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
 def restore(path: Path, g: Generator, d: Discriminator, g_ema: Generator,
             g_opt: torch.optim.Optimizer, d_opt: torch.optim.Optimizer) -> dict[str, Any]:
-    """Load networks, optimisers and the torch RNG from a training checkpoint; returns the rest."""
+    """Load networks, optimisers and the torch RNGs from a training checkpoint; returns the rest."""
     ck = load_checkpoint(path)
     g.load_state_dict(ck.g.state_dict())
     d.load_state_dict(ck.d.state_dict())
@@ -28,4 +33,7 @@ def restore(path: Path, g: Generator, d: Discriminator, g_ema: Generator,
     g_opt.load_state_dict(ck.extra["g_optim"])
     d_opt.load_state_dict(ck.extra["d_optim"])
     torch.set_rng_state(ck.extra["torch_rng"])
+    device = g.input.input.device
+    if ck.extra.get("device_rng") is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(ck.extra["device_rng"], device)
     return ck.extra
