@@ -36,3 +36,13 @@ def test_pretrain_source_trains_resumes_and_exports(tmp_path):
     changed = any(not torch.equal(a, b) for a, b in zip(
         first.g.state_dict().values(), shipped.g.state_dict().values(), strict=True))
     assert changed
+
+
+def test_training_log_records_the_latest_r1_penalty(tmp_path):
+    out = tmp_path / "train"
+    result = CliRunner().invoke(app, ["pretrain", "source", "--out", str(out), "--steps", "50",
+                                      *TINY, "--set", "r1_every=16"])
+    assert result.exit_code == 0, result.output
+    (record,) = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert record["step"] == 50
+    assert record["r1"] is not None and record["r1"] > 0  # from step 48, not a placeholder 0

@@ -96,6 +96,7 @@ def pretrain_source(cfg: PretrainConfig, out_dir: str | Path, *, log=print) -> P
 
     fixed_z = torch.randn(32, cfg.model.style_dim, generator=torch.Generator().manual_seed(1234))
     t0 = time.perf_counter()
+    last_r1 = None  # null in the log when R1 is off
     with (out / "log.jsonl").open("a") as log_file:
         while step < cfg.steps:
             real = _real_batch(cfg, step)
@@ -107,10 +108,10 @@ def pretrain_source(cfg: PretrainConfig, out_dir: str | Path, *, log=print) -> P
             d_loss = d_logistic_loss(d(real), d(fake))
             d_opt.zero_grad(set_to_none=True)
             d_loss.backward()
-            r1 = torch.zeros(())
             if cfg.r1_gamma > 0 and step % cfg.r1_every == 0:
                 real.requires_grad_(True)
                 r1 = d_r1_penalty(d(real), real)
+                last_r1 = r1.item()  # logged until the next lazy R1 step
                 (cfg.r1_gamma / 2 * r1 * cfg.r1_every).backward()
             d_opt.step()
             # Generator step.
@@ -128,7 +129,7 @@ def pretrain_source(cfg: PretrainConfig, out_dir: str | Path, *, log=print) -> P
 
             if step % 50 == 0:
                 rec = {"step": step, "images": images, "d_loss": d_loss.item(),
-                       "g_loss": g_loss.item(), "r1": r1.item(),
+                       "g_loss": g_loss.item(), "r1": last_r1,
                        "sec": round(time.perf_counter() - t0, 1)}
                 log_file.write(json.dumps(rec) + "\n")
                 log_file.flush()
