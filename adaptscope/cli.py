@@ -161,6 +161,10 @@ def _target_spec(value: str) -> str:
     return value
 
 
+_PLUGIN = typer.Option(
+    [], "--plugin", help="A .py file or module registering methods of your own (repeatable).")
+
+
 @app.command()
 def run(
     methods: str | None = typer.Option(None, help="Comma-separated methods, e.g. tgan,cdc,dcl."),
@@ -174,6 +178,7 @@ def run(
     device: str | None = typer.Option(None, help="cpu, cuda, cuda:1, ..."),
     workers: int | None = typer.Option(None, help="Runs in parallel (default: one per core)."),
     set_: list[str] = typer.Option([], "--set", help="Override a config value: key=value."),
+    plugin: list[str] = _PLUGIN,
 ) -> None:
     """Adapt the source model with each method and seed, tracking realism and diversity."""
     from rich.console import Console
@@ -206,7 +211,7 @@ def run(
             n_workers = workers or runner.default_workers(planned, planned[0].spec.device
                                                           if planned else "cpu")
         else:
-            cfg = load_experiment(config, overrides)
+            cfg = load_experiment(config, overrides, plugin)
             planned = runner.plan(cfg.runs(), out)
             n_workers = cfg.workers or runner.default_workers(planned, cfg.device)
     except (ConfigError, runner.RunDirectoryError) as err:
@@ -255,16 +260,24 @@ def _print_run_summary(planned, out: Path, console) -> None:
 
 
 @app.command("methods")
-def list_methods() -> None:
+def list_methods(plugin: list[str] = _PLUGIN) -> None:
     """List the registered adaptation methods and their hyperparameters."""
     from adaptscope.methods import METHODS
     from adaptscope.methods.base import param_docs
+    from adaptscope.methods.plugins import PluginError, import_plugins
 
+    try:
+        import_plugins(plugin)
+    except PluginError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from err
+
+    width = max(len(name) for name in METHODS) + 1
     for name in sorted(METHODS):
         cls = METHODS[name]
-        typer.echo(f"{name:<9} {cls.summary}")
+        typer.echo(f"{name:<{width}}{cls.summary}")
         for field_name, default, doc in param_docs(cls):
-            typer.echo(f"          {name}.{field_name} = {default!r}  {doc.split('. ')[0]}")
+            typer.echo(f"{'':<{width}}{name}.{field_name} = {default!r}  {doc.split('. ')[0]}")
 
 
 # --- plot / report commands ------------------------------------------------------------------

@@ -7,7 +7,8 @@ from adaptscope.methods.base import (
     MethodContext,
     Step,
     get_method,
+    hp,
     register_method,
 )
 
-__all__ = ["METHODS", "Method", "MethodContext", "Step", "get_method", "register_method"]
+__all__ = ["METHODS", "Method", "MethodContext", "Step", "get_method", "hp", "register_method"]

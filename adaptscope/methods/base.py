@@ -125,7 +125,8 @@ def get_method(name: str) -> type[Method]:
     import adaptscope.methods  # noqa: F401  (registers the built-in methods)
 
     if name not in METHODS:
-        raise KeyError(f"unknown method {name!r}; registered: {', '.join(sorted(METHODS))}")
+        raise KeyError(f"unknown method {name!r}; registered: {', '.join(sorted(METHODS))} "
+                       "(a method of your own is loaded with --plugin FILE.py or MODULE)")
     return METHODS[name]
 
 

@@ -21,8 +21,8 @@ import torch
 
 from adaptscope.config import dumps_toml, read_toml
 from adaptscope.data.domains import load_domain
-from adaptscope.methods import MethodContext, Step, get_method
-from adaptscope.models import CheckpointError, load_checkpoint, save_checkpoint
+from adaptscope.methods import MethodContext, Step
+from adaptscope.models import CheckpointError, Generator, load_checkpoint, save_checkpoint
 from adaptscope.track import schema
 from adaptscope.track.tracker import Tracker
 from adaptscope.train.losses import (
@@ -32,7 +32,13 @@ from adaptscope.train.losses import (
     g_nonsaturating_loss,
     g_path_length_penalty,
 )
-from adaptscope.train.spec import EMBEDDED_SOURCE, RunSpec, method_params, spec_from_dict
+from adaptscope.train.spec import (
+    EMBEDDED_SOURCE,
+    RunSpec,
+    method_class,
+    method_params,
+    spec_from_dict,
+)
 from adaptscope.train.state import device_rng_state, lazy_adam, restore
 
 EventFn = Callable[[dict[str, Any]], None]
@@ -95,6 +101,18 @@ def _check(losses: dict[str, torch.Tensor], iteration: int, run_dir: Path) -> No
             )
 
 
+def _path_length_sample(g: Generator, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images and the W latents that path-length regularisation differentiates against.
+
+    With the mapping network training (the reference case) W carries its graph; a method that
+    freezes it leaves W without one, so the penalty starts from W itself.
+    """
+    if any(p.requires_grad for p in g.style.parameters()):
+        return g([z], return_latents=True)
+    w = g.style(z).detach().requires_grad_(True)
+    return g([w], input_is_latent=True, return_latents=True)
+
+
 def run_adaptation(spec: RunSpec, run_dir: str | Path, on_event: EventFn | None = None) -> Path:
     """Adapt the source model with `spec.method` and track it; resumes from `run_dir`."""
     run_dir = Path(run_dir)
@@ -123,7 +141,7 @@ def run_adaptation(spec: RunSpec, run_dir: str | Path, on_event: EventFn | None 
     shots = target.shots.to(device)
     ctx = MethodContext(g=g, d=d, g_source=g_source, d_source=d_source, shots=shots,
                         mixing=tc.mixing)
-    method = get_method(spec.method)(method_params(spec), ctx)
+    method = method_class(spec)(method_params(spec), ctx)
     extra_modules = [m.to(device) for m in method.extra_d_modules()]
     g_params = list(method.trainable_g_parameters())
     d_params = list(method.trainable_d_parameters())
@@ -207,7 +225,7 @@ def run_adaptation(spec: RunSpec, run_dir: str | Path, on_event: EventFn | None 
         g_opt.step()
         if tc.path_regularize > 0 and iteration % tc.path_every == 0:
             n = max(1, tc.batch // tc.path_batch_shrink)
-            fake, latents = g([torch.randn(n, g.style_dim, device=device)], return_latents=True)
+            fake, latents = _path_length_sample(g, torch.randn(n, g.style_dim, device=device))
             pl, mean_path_length = g_path_length_penalty(fake, latents, mean_path_length)
             _check({"path_length": pl}, iteration, run_dir)
             g_opt.zero_grad(set_to_none=True)

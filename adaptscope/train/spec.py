@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from adaptscope.config import ConfigError, apply_overrides, from_dict, read_toml, to_dict
+from adaptscope.methods.plugins import PluginError, import_plugins, resolve_plugin
 
 EMBEDDED_SOURCE = "toy"  # the shipped toy source StyleGAN2
 
@@ -101,6 +102,7 @@ class RunSpec:
     train: LoopSpec = field(default_factory=LoopSpec)
     metrics: MetricsSpec = field(default_factory=MetricsSpec)
     method_params: dict[str, Any] = field(default_factory=dict)
+    plugins: list[str] = field(default_factory=list)  # modules / .py files registering methods
     device: str = "cpu"
     threads: int = 1
 
@@ -118,6 +120,9 @@ class ExperimentConfig:
 
     name: str = "embedded-default"
     methods: list[str] = field(default_factory=lambda: ["tgan", "freezed", "cdc", "dcl"])
+    # Your own methods: importable module names or .py files (relative to the working
+    # directory) whose @register_method classes can then be named in `methods`.
+    plugins: list[str] = field(default_factory=list)
     seeds: list[int] = field(default_factory=lambda: [0])
     device: str = "cpu"
     threads: int = 1  # torch threads per run
@@ -134,7 +139,7 @@ class ExperimentConfig:
             RunSpec(experiment=self.name, method=m, seed=s, source=self.source,
                     target=self.target, schedule=self.schedule, train=self.train,
                     metrics=self.metrics, method_params=dict(self.method_params.get(m, {})),
-                    device=self.device, threads=self.threads)
+                    plugins=list(self.plugins), device=self.device, threads=self.threads)
             for m in self.methods for s in self.seeds
         ]
 
@@ -148,16 +153,34 @@ def default_config_path() -> Path:
     return Path(str(resources.files("adaptscope") / "assets" / "embedded-default.toml"))
 
 
-def load_experiment(path: str | Path | None = None, overrides: list[str] | None = None
-                    ) -> ExperimentConfig:
+def _load_plugins(data: dict[str, Any], extra: list[str], where: str) -> None:
+    """Import the experiment's plugins (plus `extra`) and store them resolved in `data`."""
+    refs = data.get("plugins", [])
+    if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
+        raise ConfigError(f"{where}: plugins must be a list of module names or .py paths, "
+                          f"got {refs!r}")
+    refs = list(dict.fromkeys([*refs, *extra]))
+    if not refs:
+        return
+    try:
+        data["plugins"] = [resolve_plugin(r) for r in refs]
+        import_plugins(data["plugins"])
+    except PluginError as err:
+        raise ConfigError(f"{where}: {err}") from err
+
+
+def load_experiment(path: str | Path | None = None, overrides: list[str] | None = None,
+                    plugins: list[str] | None = None) -> ExperimentConfig:
     """Read an experiment TOML (the embedded default when None) and apply `key=value` overrides.
 
     Method hyperparameters live in a table named after the method (`[dcl]`, `--set dcl.tau=0.1`).
+    `plugins` are added to the experiment's own before its methods are looked up.
     """
     from adaptscope.methods import METHODS, get_method
 
     source = Path(path) if path is not None else default_config_path()
     data = apply_overrides(read_toml(source), overrides or [])
+    _load_plugins(data, plugins or [], str(source))
     method_params = {k: data.pop(k) for k in list(data) if k in METHODS}
     cfg = from_dict(ExperimentConfig, data, str(source))
     for name in cfg.methods:
@@ -178,9 +201,14 @@ def spec_from_dict(data: dict[str, Any]) -> RunSpec:
     return from_dict(RunSpec, data, "run config")
 
 
-def method_params(spec: RunSpec):
-    """The method's hyperparameter dataclass, filled from the spec."""
+def method_class(spec: RunSpec):
+    """The spec's method, after importing the plugins that may register it."""
     from adaptscope.methods import get_method
 
-    cls = get_method(spec.method)
-    return from_dict(cls.Params, spec.method_params, f"[{spec.method}]")
+    import_plugins(spec.plugins)
+    return get_method(spec.method)
+
+
+def method_params(spec: RunSpec):
+    """The method's hyperparameter dataclass, filled from the spec."""
+    return from_dict(method_class(spec).Params, spec.method_params, f"[{spec.method}]")

@@ -1,0 +1,68 @@
+"""Methods from outside the package: a researcher's own module, named in the experiment.
+
+A plugin is an importable module name (`mylab.methods`) or a path to a `.py` file; importing it
+runs its `@register_method` decorators. Plugins are part of a RunSpec, so a spawned worker or a
+`--resume` imports them again before looking its method up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+
+
+class PluginError(ValueError):
+    """A plugin cannot be found or fails while it is imported."""
+
+
+def is_file_reference(ref: str) -> bool:
+    return ref.endswith(".py") or "/" in ref or "\\" in ref
+
+
+def resolve_plugin(ref: str) -> str:
+    """The reference as it is stored in a RunSpec: files become absolute paths."""
+    if not is_file_reference(ref):
+        return ref
+    path = Path(ref).expanduser().resolve()
+    if not path.is_file():
+        raise PluginError(f"plugin {ref}: no such file ({path}); give a .py file that registers "
+                          "methods with @register_method, or an importable module name")
+    return str(path)
+
+
+def _import_file(path: Path) -> None:
+    # One module name per file path, so importing the same file twice is a no-op.
+    name = "adaptscope_plugin_" + hashlib.sha1(str(path).encode()).hexdigest()[:12]
+    if name in sys.modules:
+        return
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise PluginError(f"plugin {path}: cannot be imported as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+
+
+def import_plugins(refs: list[str]) -> None:
+    """Import every plugin so that the methods it registers can be looked up by name."""
+    for ref in refs:
+        try:
+            if is_file_reference(ref):
+                _import_file(Path(resolve_plugin(ref)))
+            else:
+                importlib.import_module(ref)
+        except PluginError:
+            raise
+        except ModuleNotFoundError as exc:
+            raise PluginError(f"plugin {ref!r}: module not found ({exc}); install it, or give "
+                              "the path of its .py file") from exc
+        except Exception as exc:
+            raise PluginError(f"plugin {ref!r} failed while being imported: "
+                              f"{type(exc).__name__}: {exc}") from exc

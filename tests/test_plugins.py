@@ -1,0 +1,98 @@
+"""Methods of one's own: loading plugins by file or module, and the errors when that fails."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from adaptscope.cli import app
+from adaptscope.config import ConfigError
+from adaptscope.methods import METHODS, get_method
+from adaptscope.methods.plugins import PluginError, import_plugins
+from adaptscope.train.spec import load_experiment, method_class, spec_from_dict
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "experiments" / "example_plugin.py"
+
+
+@pytest.fixture(autouse=True)
+def isolated_registry():
+    """Each test starts with only the built-in methods registered, and leaves it so."""
+    methods, modules = dict(METHODS), set(sys.modules)
+    yield
+    METHODS.clear()
+    METHODS.update(methods)
+    for name in set(sys.modules) - modules:
+        if name.startswith("adaptscope_plugin_"):
+            del sys.modules[name]
+
+
+def test_methods_command_lists_a_plugin_method_with_its_settings():
+    result = CliRunner().invoke(app, ["methods", "--plugin", str(EXAMPLE)])
+    assert result.exit_code == 0, result.output
+    assert "frozen_mapping" in result.output
+    assert "frozen_mapping.freeze_mapping = True" in result.output
+    assert "dcl.tau" in result.output  # the built-in methods are still listed
+
+
+def test_experiment_with_a_plugin_validates_its_settings_and_records_it(monkeypatch, tmp_path):
+    monkeypatch.chdir(EXAMPLE.parent)  # a relative path is taken from the working directory
+    cfg = load_experiment(None, ['methods=["frozen_mapping"]',
+                                 "frozen_mapping.freeze_mapping=false"], [EXAMPLE.name])
+    (spec,) = cfg.runs()
+    assert spec.plugins == [str(EXAMPLE)]
+    assert spec.method_params == {"freeze_mapping": False}
+    # A worker or --resume rebuilds the spec from its dict and finds the method again.
+    assert method_class(spec_from_dict(spec.to_dict())).__name__ == "FrozenMapping"
+    with pytest.raises(ConfigError, match="unknown"):
+        load_experiment(None, ['methods=["frozen_mapping"]', "frozen_mapping.nope=1"],
+                        [str(EXAMPLE)])
+
+
+def test_importing_a_plugin_twice_registers_it_once():
+    import_plugins([str(EXAMPLE)])
+    first = get_method("frozen_mapping")
+    import_plugins([str(EXAMPLE), str(EXAMPLE)])
+    assert get_method("frozen_mapping") is first
+
+
+def test_unknown_method_points_at_plugins():
+    with pytest.raises(ConfigError, match="--plugin"):
+        load_experiment(None, ['methods=["not_a_method"]'])
+
+
+def test_missing_plugin_file_is_named(tmp_path):
+    missing = tmp_path / "mine.py"
+    with pytest.raises(ConfigError, match=f"plugin {missing}: no such file"):
+        load_experiment(None, None, [str(missing)])
+
+
+def test_missing_plugin_module_is_named():
+    with pytest.raises(PluginError, match="'no_such_adaptscope_plugin': module not found"):
+        import_plugins(["no_such_adaptscope_plugin"])
+
+
+def test_plugin_that_fails_on_import_is_named_with_its_error(tmp_path):
+    broken = tmp_path / "broken.py"
+    broken.write_text("raise RuntimeError('forgot a dependency')\n")
+    with pytest.raises(PluginError, match="broken.py.*RuntimeError: forgot a dependency"):
+        import_plugins([str(broken)])
+    # After fixing the file, it imports.
+    broken.write_text(textwrap.dedent(
+        """
+        from adaptscope.methods import Method, register_method
+
+        @register_method("fixed_plugin_method")
+        class Fixed(Method):
+            summary = "test"
+        """))
+    import_plugins([str(broken)])
+    assert "fixed_plugin_method" in METHODS
+
+
+def test_plugins_must_be_a_list_of_strings():
+    with pytest.raises(ConfigError, match="plugins must be a list"):
+        load_experiment(None, ["plugins=3"])
