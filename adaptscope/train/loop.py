@@ -122,6 +122,9 @@ def run_adaptation(spec: RunSpec, run_dir: str | Path, on_event: EventFn | None 
     torch.manual_seed(spec.seed)
     random.seed(spec.seed)
     device = torch.device(spec.device)
+    if device.type == "cuda":  # same seed, same rows: no autotuned or racing cuDNN kernels
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
     tc = spec.train
 
     source = load_checkpoint(source_checkpoint_path(spec))
