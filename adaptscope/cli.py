@@ -259,6 +259,65 @@ def _print_run_summary(planned, out: Path, console) -> None:
                   f"load_trajectories; load_trajectories('{out}')`)")
 
 
+@app.command()
+def track(
+    checkpoints: list[Path] = typer.Argument(
+        ..., help="Checkpoint files or folders of them; the iteration is the last number in "
+        "each file name (000500.pt, iter_500.pt)."),
+    method: str = typer.Option(
+        ..., help="Label of this run's method in tables and figures, e.g. cdc-official."),
+    config: Path | None = typer.Option(
+        None, help="Experiment TOML for the source, target and protocol (default: embedded)."),
+    target: str | None = typer.Option(None, help="Target: a ToyFaces domain or an image folder."),
+    seed: int = typer.Option(0, help="Seed of the evaluation latents; match your other runs."),
+    out: Path = typer.Option(Path("runs"), help="Directory of run directories."),
+    source: bool = typer.Option(
+        True, "--source/--no-source", help="Evaluate the source checkpoint as iteration 0."),
+    device: str | None = typer.Option(None, help="cpu, cuda, cuda:1, ..."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config value: key=value."),
+) -> None:
+    """Track a run trained elsewhere: evaluate its saved checkpoints under the same protocol."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from adaptscope.config import ConfigError
+    from adaptscope.data.errors import DataError
+    from adaptscope.models import CheckpointError
+    from adaptscope.track.external import find_checkpoints, track_checkpoints
+    from adaptscope.train import runner
+    from adaptscope.train.spec import load_experiment
+
+    console = Console()
+    overrides = [*set_, "methods=[]"]
+    for key, value in (("target.data", target and _target_spec(target)), ("device", device)):
+        if value is not None:
+            overrides.append(f'{key}="{value}"')
+    try:
+        if not method.strip() or "/" in method:
+            raise ConfigError(f"--method {method!r}: give a label such as cdc-official")
+        spec = load_experiment(config, overrides).spec_for(method, seed)
+        found = find_checkpoints(checkpoints)
+    except (ConfigError, CheckpointError) as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from err
+    run_dir = out / spec.run_id
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[latest]}"))
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task(f"{method} s{seed}", total=None, latest="")
+
+        def on_event(event: dict) -> None:
+            progress.update(task, total=event["total"], completed=event["iteration"],
+                            latest=runner.describe_latest(event))
+
+        try:
+            track_checkpoints(spec, found, run_dir, include_source=source, on_event=on_event)
+        except (CheckpointError, DataError, ValueError) as err:
+            console.print(f"[red]error:[/red] {err}")
+            raise typer.Exit(1) from err
+    _print_run_summary([runner.PlannedRun(spec, run_dir)], out, console)
+
+
 @app.command("methods")
 def list_methods(plugin: list[str] = _PLUGIN) -> None:
     """List the registered adaptation methods and their hyperparameters."""

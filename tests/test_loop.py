@@ -14,58 +14,24 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from _tiny_world import CH, make_source_checkpoint, metric_rows, tiny_spec
 
 from adaptscope import load_trajectories
 from adaptscope.config import dumps_toml
-from adaptscope.models import Discriminator, Generator, save_checkpoint
+from adaptscope.models import Generator
 from adaptscope.track import schema
 from adaptscope.train.loop import TrainingDiverged, run_adaptation
-from adaptscope.train.spec import (
-    LoopSpec,
-    MetricsSpec,
-    RunSpec,
-    ScheduleSpec,
-    SourceSpec,
-    TargetSpec,
-)
-
-CH = {4: 16, 8: 16, 16: 16}
-METRIC_COLUMNS = ["iteration", "images_seen", "fid", "realism_pt", "intra_lpips",
-                  "intra_lpips_std", "nearest_shot_lpips", "gt_coverage", "gt_replication"]
+from adaptscope.train.spec import ScheduleSpec
 
 
 @pytest.fixture(scope="module")
 def source_checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    g, d = Generator(16, 32, 2, channels=CH), Discriminator(16, channels=CH)
-    path = tmp_path_factory.mktemp("source") / "tiny.pt"
-    save_checkpoint(path, g_ema=g, g=g, d=d)
-    return path
+    return make_source_checkpoint(tmp_path_factory.mktemp("source") / "tiny.pt")
 
 
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("ADAPTSCOPE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-
-
-def tiny_spec(source: Path, method: str = "tgan", **changes) -> RunSpec:
-    spec = RunSpec(
-        experiment="t", method=method, seed=0,
-        source=SourceSpec(checkpoint=str(source), name="tiny"),
-        target=TargetSpec(data="toyfaces:sunglasses", shots=10),
-        schedule=ScheduleSpec(iterations=4, eval_every=2),
-        train=LoopSpec(batch=4, r1_gamma=0.01, r1_every=2, path_regularize=2.0, path_every=2,
-                       mixing=0.5),
-        metrics=MetricsSpec(fid_backbone="toy", fid_n_gen=24, lpips_backbone="toy",
-                            lpips_n_samples=20, realism="toy", ground_truth=True, n_grid=4,
-                            batch_size=12),
-        method_params={"ewc": {"n_fisher": 4}}.get(method, {}),
-    )
-    return replace(spec, **changes)
-
-
-def metric_rows(run_dir: Path) -> pd.DataFrame:
-    return load_trajectories(run_dir)[METRIC_COLUMNS].reset_index(drop=True)
 
 
 @pytest.mark.parametrize("method", ["tgan", "freezed", "ewc", "cdc", "dcl"])

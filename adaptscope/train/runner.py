@@ -83,7 +83,7 @@ def _worker(spec_data: dict[str, Any], run_dir: str, events) -> None:
     run_adaptation(spec_from_dict(spec_data), Path(run_dir), on_event=events.put)
 
 
-def _describe(event: dict[str, Any]) -> str:
+def describe_latest(event: dict[str, Any]) -> str:
     m = event.get("metrics") or {}
     if not m:
         return ""
@@ -107,7 +107,7 @@ def execute(runs: list[PlannedRun], workers: int, console: Console | None = None
             task = tasks[event["run_id"]]
             fields = {"completed": event["iteration"]}
             if event["kind"] == "eval":
-                fields["latest"] = _describe(event)
+                fields["latest"] = describe_latest(event)
             elif event["kind"] == "start":
                 fields["latest"] = "evaluating"
             progress.update(task, **fields)

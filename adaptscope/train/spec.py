@@ -135,13 +135,14 @@ class ExperimentConfig:
     method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def runs(self) -> list[RunSpec]:
-        return [
-            RunSpec(experiment=self.name, method=m, seed=s, source=self.source,
-                    target=self.target, schedule=self.schedule, train=self.train,
-                    metrics=self.metrics, method_params=dict(self.method_params.get(m, {})),
-                    plugins=list(self.plugins), device=self.device, threads=self.threads)
-            for m in self.methods for s in self.seeds
-        ]
+        return [self.spec_for(m, s) for m in self.methods for s in self.seeds]
+
+    def spec_for(self, method: str, seed: int) -> RunSpec:
+        """The run of `method` (a registered name, or a label for a run trained elsewhere)."""
+        return RunSpec(experiment=self.name, method=method, seed=seed, source=self.source,
+                       target=self.target, schedule=self.schedule, train=self.train,
+                       metrics=self.metrics, method_params=dict(self.method_params.get(method, {})),
+                       plugins=list(self.plugins), device=self.device, threads=self.threads)
 
 
 def _slug(text: str) -> str:

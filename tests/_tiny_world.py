@@ -1,0 +1,52 @@
+"""A tiny source model and run spec on ToyFaces: adaptation and tracking in seconds."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from adaptscope import load_trajectories
+from adaptscope.models import Discriminator, Generator, save_checkpoint
+from adaptscope.train.spec import (
+    LoopSpec,
+    MetricsSpec,
+    RunSpec,
+    ScheduleSpec,
+    SourceSpec,
+    TargetSpec,
+)
+
+CH = {4: 16, 8: 16, 16: 16}
+METRIC_COLUMNS = ["iteration", "images_seen", "fid", "realism_pt", "intra_lpips",
+                  "intra_lpips_std", "nearest_shot_lpips", "gt_coverage", "gt_replication"]
+
+
+def make_source_checkpoint(path: Path) -> Path:
+    """A seeded, untrained 16 px StyleGAN2 saved as a training checkpoint."""
+    torch.manual_seed(0)
+    g, d = Generator(16, 32, 2, channels=CH), Discriminator(16, channels=CH)
+    save_checkpoint(path, g_ema=g, g=g, d=d)
+    return path
+
+
+def tiny_spec(source: Path, method: str = "tgan", **changes) -> RunSpec:
+    spec = RunSpec(
+        experiment="t", method=method, seed=0,
+        source=SourceSpec(checkpoint=str(source), name="tiny"),
+        target=TargetSpec(data="toyfaces:sunglasses", shots=10),
+        schedule=ScheduleSpec(iterations=4, eval_every=2),
+        train=LoopSpec(batch=4, r1_gamma=0.01, r1_every=2, path_regularize=2.0, path_every=2,
+                       mixing=0.5),
+        metrics=MetricsSpec(fid_backbone="toy", fid_n_gen=24, lpips_backbone="toy",
+                            lpips_n_samples=20, realism="toy", ground_truth=True, n_grid=4,
+                            batch_size=12),
+        method_params={"ewc": {"n_fisher": 4}}.get(method, {}),
+    )
+    return replace(spec, **changes)
+
+
+def metric_rows(run_dir: Path) -> pd.DataFrame:
+    return load_trajectories(run_dir)[METRIC_COLUMNS].reset_index(drop=True)
