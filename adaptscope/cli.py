@@ -293,8 +293,8 @@ def track(
         if value is not None:
             overrides.append(f'{key}="{value}"')
     try:
-        if not method.strip() or "/" in method:
-            raise ConfigError(f"--method {method!r}: give a label such as cdc-official")
+        if not method.strip():
+            raise ConfigError("--method is empty: give a label such as cdc-official")
         spec = load_experiment(config, overrides).spec_for(method, seed)
         found = find_checkpoints(checkpoints)
     except (ConfigError, CheckpointError) as err:
@@ -307,7 +307,7 @@ def track(
         task = progress.add_task(f"{method} s{seed}", total=None, latest="")
 
         def on_event(event: dict) -> None:
-            progress.update(task, total=event["total"], completed=event["iteration"],
+            progress.update(task, total=event["total"], completed=event["done"],
                             latest=runner.describe_latest(event))
 
         try:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from _tiny_world import make_source_checkpoint, metric_rows, tiny_spec
+from _tiny_world import metric_rows, tiny_spec
 from typer.testing import CliRunner
 
 from adaptscope import load_trajectories
@@ -20,16 +20,6 @@ from adaptscope.models import CheckpointError, Generator, save_checkpoint
 from adaptscope.track import schema
 from adaptscope.track.external import checkpoint_iteration, find_checkpoints, track_checkpoints
 from adaptscope.train.loop import CHECKPOINT, run_adaptation
-
-
-@pytest.fixture(scope="module")
-def source_checkpoint(tmp_path_factory) -> Path:
-    return make_source_checkpoint(tmp_path_factory.mktemp("source") / "tiny.pt")
-
-
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("ADAPTSCOPE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
 @pytest.mark.parametrize(("name", "iteration"), [

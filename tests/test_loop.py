@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from _tiny_world import CH, make_source_checkpoint, metric_rows, tiny_spec
+from _tiny_world import CH, metric_rows, tiny_spec
 
 from adaptscope import load_trajectories
 from adaptscope.config import dumps_toml
@@ -22,16 +22,6 @@ from adaptscope.models import Generator
 from adaptscope.track import schema
 from adaptscope.train.loop import TrainingDiverged, run_adaptation
 from adaptscope.train.spec import ScheduleSpec
-
-
-@pytest.fixture(scope="module")
-def source_checkpoint(tmp_path_factory) -> Path:
-    return make_source_checkpoint(tmp_path_factory.mktemp("source") / "tiny.pt")
-
-
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("ADAPTSCOPE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
 @pytest.mark.parametrize("method", ["tgan", "freezed", "ewc", "cdc", "dcl"])

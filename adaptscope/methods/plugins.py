@@ -18,13 +18,13 @@ class PluginError(ValueError):
     """A plugin cannot be found or fails while it is imported."""
 
 
-def is_file_reference(ref: str) -> bool:
+def _is_file_reference(ref: str) -> bool:
     return ref.endswith(".py") or "/" in ref or "\\" in ref
 
 
 def resolve_plugin(ref: str) -> str:
     """The reference as it is stored in a RunSpec: files become absolute paths."""
-    if not is_file_reference(ref):
+    if not _is_file_reference(ref):
         return ref
     path = Path(ref).expanduser().resolve()
     if not path.is_file():
@@ -54,7 +54,7 @@ def import_plugins(refs: list[str]) -> None:
     """Import every plugin so that the methods it registers can be looked up by name."""
     for ref in refs:
         try:
-            if is_file_reference(ref):
+            if _is_file_reference(ref):
                 _import_file(Path(resolve_plugin(ref)))
             else:
                 importlib.import_module(ref)

@@ -84,19 +84,22 @@ def track_checkpoints(
     torch.set_num_threads(spec.threads)
     device = torch.device(spec.device)
     pending = sorted(i for i in todo if i not in recorded_iterations(run_dir))
-    emit({"kind": "start", "run_id": spec.run_id, "iteration": 0, "total": len(todo)})
-    tracker = None
-    for done, iteration in enumerate(pending, start=len(todo) - len(pending) + 1):
+    done = len(todo) - len(pending)
+    emit({"kind": "start", "run_id": spec.run_id, "done": done, "total": len(todo)})
+    tracker, size = None, None
+    for iteration in pending:
         g_ema = load_checkpoint(todo[iteration]).g_ema.to(device).eval()
         if tracker is None:
-            target = load_domain(spec.target.data, g_ema.size, spec.target.shots,
+            size = g_ema.size
+            target = load_domain(spec.target.data, size, spec.target.shots,
                                  spec.target.shots_seed, spec.target.files)
             tracker = Tracker(spec, run_dir, target)
-        elif g_ema.size != tracker.evaluator.shots.shape[-1]:
+        elif g_ema.size != size:
             raise CheckpointError(f"{todo[iteration]}: a {g_ema.size} px generator among "
-                                  f"{tracker.evaluator.shots.shape[-1]} px ones")
+                                  f"{size} px ones")
         row = tracker.record(iteration, iteration * spec.train.batch, math.nan, g_ema)
-        emit({"kind": "eval", "run_id": spec.run_id, "iteration": done, "total": len(todo),
-              "metrics": row})
+        done += 1
+        emit({"kind": "eval", "run_id": spec.run_id, "iteration": iteration, "done": done,
+              "total": len(todo), "metrics": row})
     (run_dir / schema.DONE_FILE).write_text(f"evaluated {len(todo)} external checkpoints\n")
     return run_dir

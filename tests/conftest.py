@@ -1,0 +1,20 @@
+"""Fixtures shared by the test modules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from _tiny_world import make_source_checkpoint
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    """Cached statistics go to this session's temporary folder, never the user's cache."""
+    monkeypatch.setenv("ADAPTSCOPE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="module")
+def source_checkpoint(tmp_path_factory) -> Path:
+    """A seeded, untrained 16 px source model (see `_tiny_world`)."""
+    return make_source_checkpoint(tmp_path_factory.mktemp("source") / "tiny.pt")
