@@ -1,11 +1,6 @@
 """adaptscope: how pretrained GANs keep or lose diversity while adapting to a few-shot domain."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("adaptscope")
-except PackageNotFoundError:  # running from a source tree without installation
-    __version__ = "0.0.0+source"
+from adaptscope.version import __version__
 
 __all__ = ["__version__", "load_trajectories"]
 

@@ -2,24 +2,96 @@
 
 from __future__ import annotations
 
+import contextvars
+import os
+import re
+import traceback
 from pathlib import Path
+from typing import IO, Any
 
 import typer
+from typer.core import TyperGroup
 
-app = typer.Typer(
-    help="Track realism and diversity of GANs adapting to a new domain from a few images.",
-    no_args_is_help=True,
-    add_completion=False,
-)
-data_app = typer.Typer(help="Datasets: the embedded ToyFaces world and image folders.",
-                       no_args_is_help=True)
-pretrain_app = typer.Typer(help="Rebuild the embedded world's shipped models.",
-                           no_args_is_help=True)
-realism_app = typer.Typer(help="The realism classifier p_t for real target domains.",
-                          no_args_is_help=True)
+from adaptscope.errors import EXIT_RUN_FAILED, AdaptscopeError, ConfigError
+
+try:
+    from typer._click.exceptions import ClickException  # typer vendors click since 0.2x
+except ImportError:  # pragma: no cover - older typer runs on click itself
+    from click import ClickException
+
+DEBUG_ENV = "ADAPTSCOPE_DEBUG"
+
+
+class UserError(ClickException):
+    """An AdaptscopeError as the CLI shows it: one `error:` line (plus its traceback when
+    ADAPTSCOPE_DEBUG=1), and the error's exit code."""
+
+    def __init__(self, error: AdaptscopeError) -> None:
+        text = re.sub(r"\s*[\r\n]+\s*", " ", str(error).strip()) or type(error).__name__
+        super().__init__(text)
+        self.error = error
+        self.exit_code = error.exit_code
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+            typer.echo("".join(traceback.format_exception(self.error)).rstrip(), file=file,
+                       err=file is None)
+        typer.echo(f"error: {self.message}", file=file, err=file is None)
+
+
+_STANDALONE: contextvars.ContextVar[bool] = contextvars.ContextVar("standalone", default=False)
+
+
+class ErrorHandlingGroup(TyperGroup):
+    """Turns an AdaptscopeError raised by any command below it into a `UserError`.
+
+    In standalone mode (the command line, `CliRunner`) the error is shown here and the process
+    exits with its code: typer would otherwise draw click errors in a multi-line rich panel.
+    Called with `standalone_mode=False`, the `UserError` is raised to the caller instead.
+    """
+
+    def main(self, args: Any = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        token = _STANDALONE.set(standalone_mode)
+        try:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        finally:
+            _STANDALONE.reset(token)
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except AdaptscopeError as err:
+            error = UserError(err)
+            if not _STANDALONE.get():
+                raise error from err
+            error.show()
+            raise typer.Exit(error.exit_code) from err
+
+
+def _typer(help: str, **kwargs: Any) -> typer.Typer:
+    return typer.Typer(help=help, no_args_is_help=True, cls=ErrorHandlingGroup,
+                       pretty_exceptions_enable=False, **kwargs)
+
+
+app = _typer("Track realism and diversity of GANs adapting to a new domain from a few images.",
+             add_completion=False)
+data_app = _typer("Datasets: the embedded ToyFaces world and image folders.")
+pretrain_app = _typer("Rebuild the embedded world's shipped models.")
+realism_app = _typer("The realism classifier p_t for real target domains.")
 app.add_typer(data_app, name="data")
 app.add_typer(pretrain_app, name="pretrain")
 app.add_typer(realism_app, name="realism")
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    """The options that were given (not None), for `set_values`: dotted key -> typed value."""
+    return {key.replace("__", "."): value for key, value in values.items() if value is not None}
+
+
+def _split(text: str | None) -> list[str] | None:
+    """'tgan, cdc' -> ['tgan', 'cdc']; None stays None."""
+    return None if text is None else [v.strip() for v in text.split(",") if v.strip()]
 
 
 @app.command()
@@ -44,7 +116,7 @@ def data_toyfaces(
     ),
 ) -> None:
     """Write ToyFaces images as PNGs plus an attributes.csv of their ground-truth attributes."""
-    from adaptscope.data import toyfaces
+    from adaptscope.embedded import toyfaces
 
     if domain not in toyfaces.DOMAINS:
         raise typer.BadParameter(
@@ -73,12 +145,12 @@ def pretrain_backbone_cmd(
     """Train the ToyFaces metric network (FID / LPIPS / realism backbone) and save it."""
     import torch
 
-    from adaptscope.config import apply_overrides, from_dict, read_toml
-    from adaptscope.metrics.toynet import ToyNetRecipe, train_toynet
+    from adaptscope.config import apply_overrides, from_dict, read_toml, set_values
+    from adaptscope.embedded.toynet_training import ToyNetRecipe, train_toynet
 
-    data = read_toml(config) if config.exists() else {}
-    extra = [f"{k}={v}" for k, v in (("steps", steps), ("seed", seed)) if v is not None]
-    r = from_dict(ToyNetRecipe, apply_overrides(data, [*set_, *extra]), str(config))
+    data = apply_overrides(read_toml(config) if config.exists() else {}, set_)
+    data = set_values(data, _given(steps=steps, seed=seed))
+    r = from_dict(ToyNetRecipe, data, str(config))
     torch.set_num_threads(r.threads)
     train_toynet(r.steps, r.batch, r.seed, r.size, out, lr=r.lr, noise=r.noise,
                  eval_per_domain=r.eval_per_domain, log=typer.echo)
@@ -92,13 +164,11 @@ def pretrain_source_cmd(
     set_: list[str] = typer.Option([], "--set", help="Override a recipe value: key=value."),
 ) -> None:
     """Train the embedded world's source StyleGAN2 on ToyFaces (resumable; long)."""
-    from adaptscope.config import apply_overrides, from_dict, read_toml, to_dict
+    from adaptscope.config import apply_overrides, from_dict, read_toml, set_values, to_dict
     from adaptscope.train.pretrain import PretrainConfig, export_source, pretrain_source
 
-    data = read_toml(config) if config.exists() else {}
-    if steps is not None:
-        set_ = [*set_, f"steps={steps}"]
-    cfg = from_dict(PretrainConfig, apply_overrides(data, set_), str(config))
+    data = apply_overrides(read_toml(config) if config.exists() else {}, set_)
+    cfg = from_dict(PretrainConfig, set_values(data, _given(steps=steps)), str(config))
     ckpt = pretrain_source(cfg, out, log=typer.echo)
     if export is not None:
         export_source(ckpt, export, meta={"recipe": to_dict(cfg)})
@@ -131,21 +201,17 @@ def realism_train(
     device: str = typer.Option("cpu", help="torch device, e.g. cpu or cuda."),
 ) -> None:
     """Train the source-vs-target realism classifier (p_t) and report held-out accuracy."""
-    from adaptscope.metrics.realism import source_sampler, train_realism_classifier
+    from adaptscope.train.realism_classifier import source_sampler, train_realism_classifier
 
     if (source is None) == (source_checkpoint is None):
         raise typer.BadParameter("give exactly one of --source and --source-checkpoint")
-    try:
-        sampler = None if source_checkpoint is None else source_sampler(
-            source_checkpoint, seed=seed, device=device)
-        result = train_realism_classifier(
-            target, source, out, sample_source=sampler, n_source=n_source, image_size=size,
-            epochs=epochs, batch_size=batch_size, seed=seed, pretrained=pretrained,
-            weights_dir=weights_dir, device=device, log=typer.echo,
-        )
-    except (FileNotFoundError, ValueError) as exc:  # includes data, checkpoint, weights errors
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=1) from exc
+    sampler = None if source_checkpoint is None else source_sampler(
+        source_checkpoint, seed=seed, device=device)
+    result = train_realism_classifier(
+        target, source, out, sample_source=sampler, n_source=n_source, image_size=size,
+        epochs=epochs, batch_size=batch_size, seed=seed, pretrained=pretrained,
+        weights_dir=weights_dir, device=device, log=typer.echo,
+    )
     typer.echo(f"wrote {result.path}: held-out accuracy {result.val_accuracy:.4f} on "
                f"{result.n_val} images (trunk initialised from {result.init})")
 
@@ -154,7 +220,7 @@ def realism_train(
 
 def _target_spec(value: str) -> str:
     """'babies' -> 'toyfaces:babies'; folders, zips and 'toyfaces:...' pass through."""
-    from adaptscope.data import toyfaces
+    from adaptscope.embedded import toyfaces
 
     if ":" not in value and not Path(value).exists() and value in toyfaces.DOMAINS:
         return f"toyfaces:{value}"
@@ -183,54 +249,40 @@ def run(
     """Adapt the source model with each method and seed, tracking realism and diversity."""
     from rich.console import Console
 
-    from adaptscope.config import ConfigError
-    from adaptscope.data.errors import DataError
-    from adaptscope.models import CheckpointError
     from adaptscope.train import runner
+    from adaptscope.train.experiment import load_experiment
     from adaptscope.train.loop import check_inputs
-    from adaptscope.train.spec import load_experiment
 
     console = Console()
-    overrides = list(set_)
-    for key, value in (("methods", methods), ("seeds", seeds)):
-        if value is not None:
-            items = [v.strip() for v in value.split(",") if v.strip()]
-            quoted = [f'"{v}"' if key == "methods" else v for v in items]
-            overrides.append(f"{key}=[{', '.join(quoted)}]")
-    for key, value in (("target.data", target and _target_spec(target)),
-                       ("schedule.iterations", iterations),
-                       ("schedule.eval_every", eval_every), ("device", device),
-                       ("workers", workers)):
-        if value is not None:
-            overrides.append(f'{key}="{value}"' if isinstance(value, str) else f"{key}={value}")
-    try:
-        if resume:
-            planned = runner.unfinished_runs(out)
-            if not planned:
-                console.print(f"nothing to resume under {out}")
-            n_workers = workers or runner.default_workers(planned, planned[0].spec.device
-                                                          if planned else "cpu")
-        else:
-            cfg = load_experiment(config, overrides, plugin)
-            planned = runner.plan(cfg.runs(), out)
-            n_workers = cfg.workers or runner.default_workers(planned, cfg.device)
-    except (ConfigError, runner.RunDirectoryError) as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(2) from err
-    try:
-        for r in planned:
-            if r.status != "complete":
-                check_inputs(r.spec)
-    except (CheckpointError, DataError) as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(2) from err
+    seed_list = None
+    if seeds is not None:
+        try:
+            seed_list = [int(v) for v in _split(seeds) or []]
+        except ValueError as err:
+            raise ConfigError(f"--seeds expects comma-separated integers, got {seeds!r}") from err
+    values = _given(methods=_split(methods), seeds=seed_list,
+                    target__data=target and _target_spec(target), schedule__iterations=iterations,
+                    schedule__eval_every=eval_every, device=device, workers=workers)
+    if resume:
+        planned = runner.unfinished_runs(out)
+        if not planned:
+            console.print(f"nothing to resume under {out}")
+        n_workers = workers or runner.default_workers(planned, planned[0].spec.device
+                                                      if planned else "cpu")
+    else:
+        cfg = load_experiment(config, set_, plugin, values=values)
+        planned = runner.plan(cfg.runs(), out)
+        n_workers = cfg.workers or runner.default_workers(planned, cfg.device)
+    for r in planned:
+        if r.status != "complete":
+            check_inputs(r.spec)
     for r in planned:
         if r.status == "complete":
             console.print(f"{r.spec.run_id}: already complete, kept")
     runner.execute(planned, n_workers, console)
     _print_run_summary(planned, out, console)
     if any(r.status == "failed" for r in planned):
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_RUN_FAILED)
 
 
 def _print_run_summary(planned, out: Path, console) -> None:
@@ -280,26 +332,16 @@ def track(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from adaptscope.config import ConfigError
-    from adaptscope.data.errors import DataError
-    from adaptscope.models import CheckpointError
     from adaptscope.track.external import find_checkpoints, track_checkpoints
     from adaptscope.train import runner
-    from adaptscope.train.spec import load_experiment
+    from adaptscope.train.experiment import load_experiment
 
     console = Console()
-    overrides = [*set_, "methods=[]"]
-    for key, value in (("target.data", target and _target_spec(target)), ("device", device)):
-        if value is not None:
-            overrides.append(f'{key}="{value}"')
-    try:
-        if not method.strip():
-            raise ConfigError("--method is empty: give a label such as cdc-official")
-        spec = load_experiment(config, overrides).spec_for(method, seed)
-        found = find_checkpoints(checkpoints)
-    except (ConfigError, CheckpointError) as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(2) from err
+    if not method.strip():
+        raise ConfigError("--method is empty: give a label such as cdc-official")
+    values = {"methods": [], **_given(target__data=target and _target_spec(target), device=device)}
+    spec = load_experiment(config, set_, values=values).spec_for(method, seed)
+    found = find_checkpoints(checkpoints)
     run_dir = out / spec.run_id
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[latest]}"))
@@ -312,9 +354,9 @@ def track(
 
         try:
             track_checkpoints(spec, found, run_dir, include_source=source, on_event=on_event)
-        except (CheckpointError, DataError, ValueError) as err:
-            console.print(f"[red]error:[/red] {err}")
-            raise typer.Exit(1) from err
+        except AdaptscopeError as err:
+            err.exit_code = EXIT_RUN_FAILED  # the run had started: its recorded rows are kept
+            raise
     _print_run_summary([runner.PlannedRun(spec, run_dir)], out, console)
 
 
@@ -323,13 +365,9 @@ def list_methods(plugin: list[str] = _PLUGIN) -> None:
     """List the registered adaptation methods and their hyperparameters."""
     from adaptscope.methods import METHODS
     from adaptscope.methods.base import param_docs
-    from adaptscope.methods.plugins import PluginError, import_plugins
+    from adaptscope.methods.plugins import import_plugins
 
-    try:
-        import_plugins(plugin)
-    except PluginError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from err
+    import_plugins(plugin)
 
     width = max(len(name) for name in METHODS) + 1
     for name in sorted(METHODS):
@@ -349,9 +387,16 @@ _FORMATS = typer.Option("png", "--format", help="Comma-separated figure formats:
 _REPORT_OUT = typer.Option(..., "--out", help="Report folder, for example reports/ffhq-babies.")
 
 
-def _stop(exc: Exception) -> typer.Exit:
-    typer.echo(f"error: {exc}", err=True)
-    return typer.Exit(code=1)
+def _formats(text: str) -> tuple[str, ...]:
+    """The --format option parsed, a bad one reported as a config error."""
+    from adaptscope.viz.figures import parse_formats
+
+    try:
+        return parse_formats(text)
+    except ValueError as err:
+        if isinstance(err, AdaptscopeError):
+            raise
+        raise ConfigError(f"--format: {err}") from err
 
 
 @app.command()
@@ -361,14 +406,10 @@ def plot(runs: list[Path] = _RUNS_ARG, out: Path = _FIGURES_OUT, fmt: str = _FOR
 
     matplotlib.use("Agg")
     from adaptscope.track.store import load_trajectories
-    from adaptscope.viz.figures import make_figures, parse_formats
+    from adaptscope.viz.figures import make_figures
 
-    try:
-        formats = parse_formats(fmt)
-        df = load_trajectories(runs)
-    except ValueError as exc:
-        raise _stop(exc) from exc
-    result = make_figures(df, out, formats)
+    formats = _formats(fmt)
+    result = make_figures(load_trajectories(runs), out, formats)
     for path in result.written:
         typer.echo(str(path))
     for reason in result.skipped:
@@ -383,10 +424,7 @@ def report(runs: list[Path] = _RUNS_ARG, out: Path = _REPORT_OUT, fmt: str = _FO
     matplotlib.use("Agg")
     from adaptscope.viz.report import write_report
 
-    try:
-        result = write_report(runs, out, fmt.split(","))
-    except ValueError as exc:
-        raise _stop(exc) from exc
+    result = write_report(runs, out, _formats(fmt))
     for path in [*result.figures.written, result.summary_csv, result.summary_md, result.index]:
         typer.echo(str(path))
     for reason in result.figures.skipped:

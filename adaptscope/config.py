@@ -2,24 +2,33 @@
 
 Every setting lives in a dataclass field with a default, so a config file only states what
 differs, an unknown key is an error (a typo never silently falls back to a default), and the
-resolved config can be written back to TOML next to the results it produced.
+resolved config can be written back to TOML next to the results it produced. A `--set` value is
+kept as the text typed until the field it lands in gives it a type, so strings (Windows paths,
+quotes, unicode) arrive exactly as typed.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
+import os
+import re
 import tomllib
 import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
+from adaptscope.errors import ConfigError
+
+__all__ = ["ConfigError", "RawValue", "apply_overrides", "coerce", "dumps_toml", "from_dict",
+           "read_toml", "set_values", "to_dict"]
+
 T = TypeVar("T")
 
-
-class ConfigError(ValueError):
-    """A configuration value or file that cannot be used."""
+_INT = re.compile(r"[+-]?\d+(_\d+)*")
+_FLOAT = re.compile(r"[+-]?(\d[\d_]*(\.[\d_]*)?|\.\d[\d_]*)([eE][+-]?\d+)?")
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
@@ -27,33 +36,167 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path} is not valid TOML: {err}") from err
 
 
-def parse_value(text: str) -> Any:
-    """Interpret a command-line value as TOML (numbers, booleans, lists), else as a string."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
+class RawValue:
+    """Text given on the command line, kept as typed until the field it lands in gives its type.
+
+    Guessing a type from the text alone (or parsing it as TOML) mangles strings: a Windows path
+    or a quote inside a value would be read as escapes or as the end of a string.
+    """
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:  # error messages show the value as the user typed it
+        return repr(self.text)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RawValue) and other.text == self.text
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+
+def _unquote(text: str) -> str:
+    """Drop one pair of matching quotes around the whole text; nothing else is interpreted."""
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        return text[1:-1]
+    return text
+
+
+def _scan(text: str) -> typing.Iterator[tuple[int, str, int]]:
+    """(index, char, bracket depth after it) of each character outside quotes. A quote opens a
+    quoted part only at the start of an item, so an apostrophe inside a word (`it's`) is text."""
+    depth, quote, start = 0, "", 0
+    for i, ch in enumerate(text):
+        if quote:
+            if ch == quote:
+                quote = ""
+            continue
+        if ch in "\"'" and not text[start:i].strip():
+            quote = ch
+            continue
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+        if ch in ",[":
+            start = i + 1
+        yield i, ch, depth
+
+
+def _bracketed(text: str) -> bool:
+    """Whether the whole text is one `[...]` list (the first bracket closes at the very end)."""
+    if not text.startswith("["):
+        return False
+    for i, ch, depth in _scan(text):
+        if ch == "]" and depth == 0:
+            return i == len(text) - 1
+    return False
+
+
+def _split_list(text: str) -> list[str]:
+    """`[a, b]` or `a,b` -> item texts, split on commas outside brackets and quotes."""
+    if _bracketed(text):
+        text = text[1:-1]
+    items: list[str] = []
+    start = 0
+    for i, ch, depth in _scan(text):
+        if ch == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    items.append(text[start:])
+    return [item.strip() for item in items if item.strip()]
+
+
+def _guess(text: str) -> Any:
+    """A plain value for a field without a declared type: literal if it reads as one, else text."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    if _INT.fullmatch(text):
+        return int(text)
+    if _FLOAT.fullmatch(text):
+        try:
+            return float(text)
+        except ValueError:
+            pass
+    if _bracketed(text):
+        return [_guess(item) for item in _split_list(text)]
+    return _unquote(text)
+
+
+def _coerce_raw(raw: RawValue, hint: Any, where: str) -> Any:
+    text = raw.text
+    origin = typing.get_origin(hint)
+    if origin in (list, tuple):
+        args = typing.get_args(hint)
+        item = args[0] if args else Any
+        out = [_coerce(RawValue(t), item, f"{where}[]") for t in _split_list(text)]
+        return tuple(out) if origin is tuple else out
+    if hint is Any:
+        return _guess(text)
+    if hint is str:
+        return _unquote(text)
+    if hint is bool:
+        if text.lower() not in ("true", "false"):
+            raise ConfigError(f"{where}: expected true or false, got {text!r}")
+        return text.lower() == "true"
+    if hint is int:
+        if not _INT.fullmatch(text):
+            raise ConfigError(f"{where}: expected int, got {text!r}")
+        return int(text)
+    if hint is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(f"{where}: expected float, got {text!r}") from None
+    if dataclasses.is_dataclass(hint) or origin is dict:
+        raise ConfigError(f"{where}: expected a table, got {text!r}")
+    name = getattr(hint, "__name__", str(hint))
+    raise ConfigError(f"{where}: cannot set a {name} from the command line (got {text!r})")
+
+
+def _walk(data: dict[str, Any], key: str, where: str) -> tuple[dict[str, Any], str]:
+    """The table that dotted `key` names a slot of (tables created as needed), and the slot."""
+    parts = [part.strip() for part in key.split(".")]
+    if not all(parts):
+        raise ConfigError(f"{where}: {key!r} is not a dotted key such as schedule.iterations")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{where}: {part} is not a section")
+    return node, parts[-1]
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply `a.b.c=value` strings to a nested dict (copying, not mutating, the input)."""
-    data = json.loads(json.dumps(data))
+    """Apply `a.b.c=value` strings to a nested dict (copying, not mutating, the input).
+
+    Each value is stored as a `RawValue`; `from_dict` converts it to the field's declared type.
+    """
+    data = copy.deepcopy(data)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         key, value = item.split("=", 1)
-        parts = key.strip().split(".")
-        node = data
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {key}: {part} is not a section")
-        node[parts[-1]] = parse_value(value.strip())
+        node, name = _walk(data, key, f"--set {item}")
+        node[name] = RawValue(value.strip())
+    return data
+
+
+def set_values(data: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """Set already-typed values by dotted key (`{"schedule.iterations": 100}`) on a copy of
+    `data`; nothing is parsed, so strings arrive exactly as given."""
+    data = copy.deepcopy(data)
+    for key, value in values.items():
+        node, name = _walk(data, key, f"setting {key}")
+        node[name] = copy.deepcopy(value)
     return data
 
 
@@ -71,6 +214,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             except ConfigError:
                 continue
         raise ConfigError(f"{where}: {value!r} does not fit {hint}")
+    if isinstance(value, RawValue):
+        return _coerce_raw(value, hint, where)
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a table, got {value!r}")
@@ -87,16 +232,37 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         kt, vt = args if args else (Any, Any)
         return {_coerce(k, kt, where): _coerce(v, vt, where) for k, v in value.items()}
     if hint is Any:
-        return value
+        return _plain(value)
     if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     if hint is int and isinstance(value, str) and value.lstrip("-").isdigit():
         return int(value)
+    if hint is str and isinstance(value, os.PathLike):
+        return os.fspath(value)
     if hint is bool and not isinstance(value, bool):
         raise ConfigError(f"{where}: expected true or false, got {value!r}")
     if isinstance(hint, type) and not isinstance(value, hint):
         raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
     return value
+
+
+def _plain(value: Any) -> Any:
+    """`value` with every RawValue inside it replaced by its best-guess plain value."""
+    if isinstance(value, RawValue):
+        return _guess(value.text)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_plain(v) for v in value)
+    return value
+
+
+def coerce(value: Any, hint: Any, where: str = "config") -> Any:
+    """Check `value` against type `hint` and convert it (a RawValue from `--set` to that type).
+
+    For code that reads a setting from the raw nested dict before `from_dict` builds the config.
+    """
+    return _coerce(value, hint, where)
 
 
 def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:

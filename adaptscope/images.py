@@ -1,4 +1,9 @@
-"""Conversions between model tensors and 8-bit images, and image grids for humans."""
+"""The one place images change form: model tensors in [-1, 1], 8-bit arrays, grids for humans.
+
+The reference protocols save generated images as PNGs before measuring them, so every metric
+sees 8-bit values; `quantize` does the same in memory, so adaptscope's numbers equal those of a
+saved-and-reloaded sample set.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,22 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 def from_uint8(images: np.ndarray) -> torch.Tensor:
     """(N, H, W, 3) uint8 -> (N, 3, H, W) float32 in [-1, 1]."""
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def to_uint8_values(x: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] -> float tensor of integer values in [0, 255] (clip, then round to
+    nearest, as writing a PNG does)."""
+    return torch.round(((x.float() + 1.0) * 127.5).clamp(0.0, 255.0))
+
+
+def quantize(x: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] -> the nearest 8-bit image, mapped back to [-1, 1]."""
+    return to_uint8_values(x) / 127.5 - 1.0
+
+
+def uint8_values_to_unit(x: torch.Tensor) -> torch.Tensor:
+    """Float values in [0, 255] -> [-1, 1] (the inverse map of `to_uint8_values`)."""
+    return x.float() / 127.5 - 1.0
 
 
 def make_grid(images: np.ndarray, ncol: int | None = None, pad: int = 2,

@@ -1,7 +1,7 @@
 """Write the evidence that the embedded world's source generator and toy net are fit for use.
 
-    python experiments/embedded_world_report.py --checkpoint adaptscope/assets/toy_source.pt \\
-        --out reports/embedded-world
+    python experiments/embedded_world_report.py \\
+        --checkpoint adaptscope/embedded/assets/toy_source.pt --out reports/embedded-world
 
 Writes samples.png, real.png, quality.json and README.md (the numbers as tables, with what they
 mean) into --out, and prints the figures.
@@ -17,11 +17,11 @@ from typing import Any
 
 import pandas as pd
 
-from adaptscope import quality
-from adaptscope.metrics.toynet import load_toynet, read_toynet_meta
+from adaptscope.embedded import quality
+from adaptscope.embedded.toynet import load_toynet, read_toynet_meta
 from adaptscope.models import load_checkpoint
 
-SHIPPED = "adaptscope/assets/toy_source.pt"
+SHIPPED = "adaptscope/embedded/assets/toy_source.pt"
 DEFAULT_OUT = "reports/embedded-world"
 DEFAULT_N = 2000
 DEFAULT_SEED = 0
@@ -100,7 +100,7 @@ Regenerate this folder (about a minute on one CPU core):
 
 {provenance}- Generator: `{args.checkpoint}`, training step **{step}**, {g_config['size']} px,
   style_dim {g_config['style_dim']}, mapping depth {g_config['n_mlp']}.
-- Toy net: `{args.toynet or "adaptscope/assets/toynet.pt"}` (backbone `{fid['backbone']}`).
+- Toy net: `{args.toynet or "adaptscope/embedded/assets/toynet.pt"}` (backbone `{fid['backbone']}`).
 - Samples: `g_ema` at truncation 1; latent and noise maps of sample i drawn from (seed {args.seed},
   i). Real images: ToyFaces source identities drawn at random from `SOURCE_RANGE` (the source
   domain the generator was trained on), rendered at the generator's resolution; sets are disjoint.

@@ -5,8 +5,14 @@
 
 The example is fine-tuning with the generator's mapping network held at its source weights, so
 only the synthesis network adapts. Override the hooks of `Method` that your method changes
-(trainable parameters, extra G / D losses, latent sampling, one-off set-up, checkpointed state);
+(trainable parameters, extra G / D losses, latent sampling, set-up, checkpointed state);
 everything else (the loop, the metrics, the trajectories) is shared with the built-in methods.
+
+Set-up has two hooks. `build()` runs on fresh and resumed runs alike, before the optimisers
+exist: create modules that `extra_d_modules()` returns and check settings against the networks.
+`setup()` runs on fresh runs only: compute the state that `state_dict()` saves, which a resumed
+run restores with `load_state_dict()` instead. Checks that need no networks go in
+`Params.__post_init__`, so a bad value fails when the experiment is loaded.
 """
 
 from __future__ import annotations

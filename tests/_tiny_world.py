@@ -10,7 +10,7 @@ import torch
 
 from adaptscope import load_trajectories
 from adaptscope.models import Discriminator, Generator, save_checkpoint
-from adaptscope.train.spec import (
+from adaptscope.spec import (
     LoopSpec,
     MetricsSpec,
     RunSpec,

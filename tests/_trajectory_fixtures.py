@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adaptscope.track import schema
+from adaptscope.track import rundir
 from adaptscope.track.store import append_rows
 
 # Intra-LPIPS at 0 / 1000 / 3000 iterations on Babies (the paper's Figure, read off its page).
@@ -88,8 +88,8 @@ def make_run(
     if samples:
         colours = np.random.default_rng(7).integers(0, 255, (10, 3))
         shots = np.stack([_image(c, size, 0.35) for c in colours])
-        np.save(run_dir / schema.SHOTS_FILE, shots)
-        (run_dir / schema.SAMPLES_DIR).mkdir(exist_ok=True)
+        np.save(run_dir / rundir.SHOTS_NPY, shots)
+        (run_dir / rundir.SAMPLES_DIR).mkdir(exist_ok=True)
         speed = 1.0 - (points[2] - 0.45) * 4  # methods that keep diversity drift more slowly
         for it in iterations:
             w = min(1.0, speed * it / 3000)
@@ -97,7 +97,7 @@ def make_run(
             for k in range(n_samples):
                 colour = (1 - w) * np.array([120, 120, 120]) + w * colours[k % 10]
                 batch.append(_image(colour.astype(np.uint8), size, 0.25 + 0.1 * w))
-            np.save(run_dir / schema.sample_file(it, "npy"), np.stack(batch))
+            np.save(run_dir / rundir.sample_file(it, "npy"), np.stack(batch))
     return run_dir
 
 

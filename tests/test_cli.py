@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from adaptscope.cli import app
 from adaptscope.config import ConfigError, dumps_toml, read_toml
-from adaptscope.train.spec import load_experiment
+from adaptscope.train.experiment import load_experiment
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 runner = CliRunner()
@@ -75,7 +75,7 @@ def test_config_round_trips_through_toml(tmp_path):
     spec = cfg.runs()[-1]
     path = tmp_path / "run.toml"
     path.write_text(dumps_toml(spec.to_dict()))
-    from adaptscope.train.spec import spec_from_dict
+    from adaptscope.spec import spec_from_dict
 
     assert spec_from_dict(read_toml(path)) == spec
 

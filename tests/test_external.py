@@ -17,9 +17,9 @@ from adaptscope import load_trajectories
 from adaptscope.cli import app
 from adaptscope.config import dumps_toml
 from adaptscope.models import CheckpointError, Generator, save_checkpoint
-from adaptscope.track import schema
+from adaptscope.track import rundir
 from adaptscope.track.external import checkpoint_iteration, find_checkpoints, track_checkpoints
-from adaptscope.train.loop import CHECKPOINT, run_adaptation
+from adaptscope.train.loop import run_adaptation
 
 
 @pytest.mark.parametrize(("name", "iteration"), [
@@ -58,13 +58,15 @@ def test_empty_folder_and_missing_path_are_named(tmp_path):
         find_checkpoints([tmp_path / "nope"])
 
 
+@pytest.mark.slow
 def test_tracking_a_checkpoint_reproduces_the_row_of_the_run_that_saved_it(
         source_checkpoint, tmp_path):
     spec = tiny_spec(source_checkpoint)
     run_dir = run_adaptation(spec, tmp_path / "trained")
     ckpts = tmp_path / "elsewhere"
     ckpts.mkdir()
-    shutil.copy(run_dir / CHECKPOINT, ckpts / "000004.pt")  # saved at the last evaluation
+    # saved at the last evaluation
+    shutil.copy(run_dir / rundir.CHECKPOINT_FILE, ckpts / "000004.pt")
 
     external = replace(spec, method="tgan-elsewhere")
     tracked = track_checkpoints(external, find_checkpoints([ckpts]), tmp_path / external.run_id)
@@ -74,15 +76,15 @@ def test_tracking_a_checkpoint_reproduces_the_row_of_the_run_that_saved_it(
                                   .reset_index(drop=True))
     df = load_trajectories(tracked)
     assert set(df["method"]) == {"tgan-elsewhere"} and df["wall_time_s"].isna().all()
-    assert (tracked / schema.sample_file(4, "png")).exists()
-    assert (tracked / schema.DONE_FILE).exists()  # `adaptscope run --resume` leaves it alone
+    assert (tracked / rundir.sample_file(4, "png")).exists()
+    assert (tracked / rundir.DONE_FILE).exists()  # `adaptscope run --resume` leaves it alone
 
     # Run again with one more checkpoint: only the new one is evaluated; earlier rows stay.
     shutil.copy(source_checkpoint, ckpts / "000002.pt")
-    before = (tracked / schema.sample_file(4, "npy")).stat().st_mtime_ns
+    before = (tracked / rundir.sample_file(4, "npy")).stat().st_mtime_ns
     track_checkpoints(external, find_checkpoints([ckpts]), tracked)
     assert metric_rows(tracked)["iteration"].tolist() == [0, 2, 4]
-    assert (tracked / schema.sample_file(4, "npy")).stat().st_mtime_ns == before
+    assert (tracked / rundir.sample_file(4, "npy")).stat().st_mtime_ns == before
 
 
 def test_generators_of_different_sizes_are_refused(source_checkpoint, tmp_path):

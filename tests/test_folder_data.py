@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from adaptscope.data import DataError
-from adaptscope.data.domains import load_domain
 from adaptscope.data.folder import few_shot_subset, list_images, load_images
+from adaptscope.errors import DataError
+from adaptscope.track.target import load_target
 
 
 def _solid(path, colour, size=(20, 20), mode="RGB", fmt=None):
@@ -107,7 +107,7 @@ def test_missing_path(tmp_path):
 def test_empty_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "readme.md").write_text("x")
-    with pytest.raises(DataError, match="no PNG/JPEG/WebP images found in .*empty"):
+    with pytest.raises(DataError, match="no images found in .*empty"):
         list_images(tmp_path / "empty")
 
 
@@ -141,16 +141,32 @@ def test_explicit_file_not_in_folder(folder):
         few_shot_subset(folder, 3, files=["img_00.png"])
 
 
-def test_load_domain_folder_and_toyfaces(folder):
-    full, shots, desc = load_domain(str(folder), 8, shots=3, seed=1)
+def test_load_target_folder_and_toyfaces(folder):
+    full, shots, desc, domain, _ = load_target(str(folder), 8, shots=3, seed=1)
+    assert domain is None
     assert full.shape == (14, 3, 8, 8) and shots.shape == (3, 3, 8, 8)
     # shots are members of the full set
     for s in shots:
         assert any(torch.equal(s, f) for f in full)
     assert str(folder) in desc
 
-    full, shots, desc = load_domain("toyfaces:sketches", 16, shots=10, seed=0)
+    full, shots, desc, domain, indices = load_target("toyfaces:sketches", 16, shots=10, seed=0)
     assert full.shape == (300, 3, 16, 16) and shots.shape == (10, 3, 16, 16)
+    assert domain == "sketches" and len(indices) == 10
     assert "sketches" in desc
     with pytest.raises(DataError, match="not a ToyFaces target"):
-        load_domain("toyfaces:source", 16)
+        load_target("toyfaces:source", 16)
+
+
+def test_one_lister_for_training_data_and_fid_folders(tmp_path):
+    """A .bmp (or .tif) target is read by the data loader and by FID's folder mode alike."""
+    from adaptscope.metrics.fid_stats import list_images as fid_list_images
+
+    root = tmp_path / "bmp"
+    root.mkdir()
+    for k, suffix in enumerate([".bmp", ".tif", ".png"]):
+        Image.new("RGB", (8, 8), (40 * k, 0, 0)).save(root / f"img_{k}{suffix}")
+    names = list_images(root)
+    assert names == ["img_0.bmp", "img_1.tif", "img_2.png"]
+    assert [p.name for p in fid_list_images(root)] == names
+    assert load_images(root, 8).shape == (3, 3, 8, 8)

@@ -19,9 +19,9 @@ from _tiny_world import CH, metric_rows, tiny_spec
 from adaptscope import load_trajectories
 from adaptscope.config import dumps_toml
 from adaptscope.models import Generator
-from adaptscope.track import schema
+from adaptscope.spec import ScheduleSpec
+from adaptscope.track import rundir
 from adaptscope.train.loop import TrainingDiverged, run_adaptation
-from adaptscope.train.spec import ScheduleSpec
 
 
 @pytest.mark.parametrize("method", ["tgan", "freezed", "ewc", "cdc", "dcl"])
@@ -35,9 +35,9 @@ def test_every_method_runs_and_records_the_schedule(method, source_checkpoint, t
     assert (df["method"] == method).all() and (df["fid_backbone"].str.startswith("toy")).all()
     assert df[["fid", "intra_lpips", "realism_pt", "nearest_shot_lpips"]].notna().all().all()
     assert df["realism_pt"].between(0, 1).all()
-    assert (run_dir / schema.DONE_FILE).exists()
-    assert (run_dir / schema.sample_file(4, "png")).exists()
-    assert (run_dir / schema.sample_file(2, "npy")).exists()
+    assert (run_dir / rundir.DONE_FILE).exists()
+    assert (run_dir / rundir.sample_file(4, "png")).exists()
+    assert (run_dir / rundir.sample_file(2, "npy")).exists()
     assert (run_dir / "checkpoints" / "latest.pt").exists()
     assert [e["iteration"] for e in events if e["kind"] == "eval"] == [0, 2, 4]
 
@@ -50,6 +50,7 @@ def test_training_changes_the_generator_and_iteration_zero_is_the_source(source_
     assert a.loc[2, "fid"] != a.loc[0, "fid"]
 
 
+@pytest.mark.slow
 def test_same_seed_gives_the_same_trajectory(source_checkpoint, tmp_path):
     spec = tiny_spec(source_checkpoint, "cdc")
     a = metric_rows(run_adaptation(spec, tmp_path / "a"))
@@ -59,6 +60,7 @@ def test_same_seed_gives_the_same_trajectory(source_checkpoint, tmp_path):
     assert not a.equals(c)
 
 
+@pytest.mark.slow
 def test_crash_then_rerun_resumes_to_the_uninterrupted_trajectory(source_checkpoint, tmp_path,
                                                                   monkeypatch):
     from adaptscope.methods.dcl import DCL
@@ -112,6 +114,7 @@ def _cli(*args: str, env=None) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.mark.slow
 def test_cli_run_killed_and_resumed_gives_the_same_rows(source_checkpoint, tmp_path):
     config = tmp_path / "exp.toml"
     _write_experiment(config, source_checkpoint)
@@ -122,7 +125,7 @@ def test_cli_run_killed_and_resumed_gives_the_same_rows(source_checkpoint, tmp_p
     assert "adaptscope plot" in out
 
     proc = _cli("run", "--config", str(config), "--out", str(tmp_path / "killed"), env=env)
-    traj = tmp_path / "killed" / "cli-sunglasses-tgan-s0" / schema.TRAJECTORY_FILE
+    traj = tmp_path / "killed" / "cli-sunglasses-tgan-s0" / rundir.TRAJECTORY_FILE
     deadline = time.time() + 240
     while time.time() < deadline:
         if traj.exists() and len(load_trajectories(traj)) >= 2:
@@ -142,9 +145,10 @@ def test_cli_run_killed_and_resumed_gives_the_same_rows(source_checkpoint, tmp_p
                                   metric_rows(tmp_path / "ref" / "cli-sunglasses-tgan-s0"))
 
 
+@pytest.mark.slow
 def test_cli_runs_a_plugin_method_in_worker_processes(source_checkpoint, tmp_path):
     from adaptscope.models import load_checkpoint
-    from adaptscope.train.loop import CHECKPOINT
+    from adaptscope.track.rundir import CHECKPOINT_FILE as CHECKPOINT
 
     config = tmp_path / "exp.toml"
     _write_experiment(config, source_checkpoint)
@@ -170,8 +174,8 @@ def test_cli_runs_a_plugin_method_in_worker_processes(source_checkpoint, tmp_pat
 
 
 def test_path_length_penalty_is_the_same_when_the_mapping_network_is_frozen():
-    from adaptscope.train.loop import _path_length_sample
     from adaptscope.train.losses import g_path_length_penalty
+    from adaptscope.train.step import _path_length_sample
 
     torch.manual_seed(0)
     g = Generator(16, 32, 2, channels=CH)

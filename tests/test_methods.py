@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from adaptscope.errors import ConfigError
 from adaptscope.methods import METHODS, MethodContext, Step, get_method, register_method
 from adaptscope.methods.base import Method, param_docs
 from adaptscope.methods.losses import distance_consistency_loss, info_nce, pairwise_cosine
@@ -28,8 +29,10 @@ def context(seed: int = 0) -> MethodContext:
 
 
 def build(name: str, **params):
+    """A method as a fresh run has it: constructed, built, set up."""
     cls = get_method(name)
     method = cls(cls.Params(**params), context())
+    method.build()
     method.setup()
     return method
 
@@ -102,8 +105,10 @@ def test_freezed_trains_only_the_trailing_blocks_and_head():
     expected = {id(p) for mod in (d.convs[-1], d.final_conv, d.final_linear)
                 for p in mod.parameters()}
     assert chosen == expected
-    with pytest.raises(ValueError, match="trainable_blocks"):
-        list(build("freezed", trainable_blocks=9).trainable_d_parameters())
+    with pytest.raises(ValueError, match=r"trainable_blocks = 9 .*0\.\.2"):  # needs D: build()
+        build("freezed", trainable_blocks=9)
+    with pytest.raises(ConfigError, match="trainable_blocks = -1"):  # needs no D: at load
+        get_method("freezed").Params(trainable_blocks=-1)
 
 
 def test_ewc_penalty_is_zero_at_source_and_grows_with_drift():
@@ -120,15 +125,14 @@ def test_ewc_penalty_is_zero_at_source_and_grows_with_drift():
 
 def test_cdc_anchor_iterations_sample_near_anchors_and_patch_iterations_give_patch_logits():
     m = build("cdc", patch_resolution=8)
-    m.extra_d_modules()
     z = m.sample_latents(Step(0, real=m.ctx.shots[:4]), 4)[0]
     dist = torch.cdist(z, m.anchors).min(1).values
     assert torch.all(dist < 0.1 * 32**0.5 * 2)  # within a few stds of some anchor
     logits = m.d_logits(Step(1, real=m.ctx.shots[:4]), m.ctx.shots[:4])
     assert logits.shape == (4, 8 * 8)
     assert m.d_logits(Step(4, real=m.ctx.shots[:4]), m.ctx.shots[:4]).shape == (4, 1)
-    with pytest.raises(ValueError, match="patch_resolution"):
-        build("cdc", patch_resolution=5).extra_d_modules()
+    with pytest.raises(ValueError, match=r"patch_resolution = 5 .*\[16, 8, 4\]"):
+        build("cdc", patch_resolution=5)
 
 
 def test_cdc_and_dcl_generator_terms_are_zero_or_minimal_at_the_source():
@@ -148,15 +152,33 @@ def test_dcl_discriminator_term_follows_its_setting():
     assert only_g.d_extra_losses(Step(0, real=only_g.ctx.shots[:4]), None) == {}
     only_d = build("dcl", d_term_minimized_by="discriminator")
     assert set(only_d.d_extra_losses(Step(0, real=only_d.ctx.shots[:4]), None)) == {"dcl_d"}
-    with pytest.raises(ValueError, match="d_term_minimized_by"):
-        build("dcl", d_term_minimized_by="nobody")
+    # Checked when the hyperparameters are built, i.e. when the experiment is loaded.
+    with pytest.raises(ConfigError, match="dcl.d_term_minimized_by = 'nobody'.*generator, "
+                       "discriminator, both"):
+        get_method("dcl").Params(d_term_minimized_by="nobody")
+
+
+@pytest.mark.parametrize(("method", "key", "value"), [
+    ("freezed", "trainable_blocks", -1),
+    ("ewc", "n_fisher", 0),
+    ("ewc", "fisher_batch", 0),  # would never finish the Fisher estimate
+    ("cdc", "feat_const_batch", 1),
+    ("cdc", "subspace_freq", 0),
+    ("cdc", "patch_resolution", -8),
+    ("dcl", "tau", 0.0),
+    ("dcl", "contrastive_batch", 1),
+])
+def test_values_that_need_no_networks_fail_when_the_hyperparameters_are_built(method, key, value):
+    params = get_method(method).Params
+    params()  # the defaults are valid
+    with pytest.raises(ConfigError, match=f"^{method}.{key} = {value!r} is not allowed: "):
+        params(**{key: value})
 
 
 def test_method_state_round_trips():
     cdc = build("cdc")
-    cdc.extra_d_modules()
     fresh = get_method("cdc")(get_method("cdc").Params(), context(1))
-    fresh.extra_d_modules()
+    fresh.build()  # a resumed run builds, then loads instead of setting up
     fresh.load_state_dict(cdc.state_dict())
     assert torch.equal(fresh.anchors, cdc.anchors)
     assert torch.equal(fresh.patch_head[0].weight, cdc.patch_head[0].weight)
@@ -180,7 +202,7 @@ def test_registry_lists_builtin_methods_and_accepts_new_ones():
         assert get_method("test-noop") is NoOp
         assert param_docs(NoOp) == [("strength", 1.0, "")]
     finally:
-        METHODS.pop("test-noop")
+        METHODS.unregister("test-noop")
     with pytest.raises(KeyError, match="unknown method 'nope'"):
         get_method("nope")
 

@@ -12,10 +12,11 @@ from cleanfid import fid as cleanfid
 from PIL import Image
 from torch import nn
 
+from adaptscope.embedded.backbones import ToyExtractor
+from adaptscope.images import to_uint8_values
 from adaptscope.metrics import fid as fidmod
-from adaptscope.metrics.extractors import FunctionExtractor, InceptionExtractor, ToyExtractor
+from adaptscope.metrics.extractors import FunctionExtractor, InceptionExtractor
 from adaptscope.metrics.fid import fid_from_generator, fid_from_images, real_statistics
-from adaptscope.metrics.images import to_uint8_values
 
 DIM = 6
 _G = torch.Generator().manual_seed(0)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from adaptscope.data import toyfaces
-from adaptscope.metrics.groundtruth import (
+from adaptscope.embedded import toyfaces
+from adaptscope.embedded.groundtruth import (
     COVERAGE_ATTRIBUTES,
     attribute_coverage,
     shot_replication,
@@ -60,7 +60,7 @@ def test_attribute_names_and_bad_input():
 
 
 def test_nearest_shot_agreement_is_one_for_copies_and_lower_for_diverse_samples():
-    from adaptscope.metrics.groundtruth import nearest_shot_agreement
+    from adaptscope.embedded.groundtruth import nearest_shot_agreement
 
     shots = np.array([[0, 0, 0, 0], [1, 1, 1, 1]])
     copies = np.array([[0, 0, 0, 0], [1, 1, 1, 1], [1, 1, 1, 1]])

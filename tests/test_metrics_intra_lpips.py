@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from adaptscope.metrics.backbones import new_lpips
 from adaptscope.metrics.intra_lpips import intra_cluster_lpips, select_members
+from adaptscope.metrics.lpips_embed import LPIPSNet
 
 RTOL = 1e-5
 
@@ -121,8 +121,10 @@ def test_different_sizes_need_an_input_size(alex):
         intra_cluster_lpips(samples, centers, alex, input_size=None)
 
 
-class PixelNet(nn.Module):
-    """Stand-in of the toy net's LPIPS interface whose features are the pixels (2 scales)."""
+class PixelNet(LPIPSNet):
+    """An `LPIPSNet` (the toy net's interface) whose features are the pixels (2 scales)."""
+
+    backbone_name = "toy"
 
     def __init__(self):
         super().__init__()
@@ -211,7 +213,7 @@ def test_negative_weights_are_refused():
 
 
 def test_toynet_matches_its_own_pairwise_distance():
-    from adaptscope.metrics.toynet import ToyNet
+    from adaptscope.embedded.toynet import ToyNet
 
     torch.manual_seed(0)
     net = ToyNet().eval()  # random weights: the interface, not the shipped asset

@@ -11,11 +11,11 @@ from PIL import Image
 from torch import nn
 from typer.testing import CliRunner
 
+from adaptscope.errors import WeightsNotFound
 from adaptscope.metrics import weights
-from adaptscope.metrics.realism import (
+from adaptscope.metrics.realism import load_realism_classifier, realism_score
+from adaptscope.train.realism_classifier import (
     build_realism_classifier,
-    load_realism_classifier,
-    realism_score,
     train_realism_classifier,
 )
 
@@ -86,28 +86,26 @@ def test_imagenet_weights_are_used_when_they_resolve(offline):
     assert model.net.fc.out_features == 1
     _, init = build_realism_classifier(32, None, offline / "elsewhere")
     assert init == "scratch"
-    with pytest.raises(FileNotFoundError, match="resnet18-f37072fd.pth"):
+    with pytest.raises(WeightsNotFound, match="resnet18-f37072fd.pth"):
         build_realism_classifier(32, True, offline / "elsewhere")
 
 
-class StandInToyNet(nn.Module):
-    """Stand-in of ToyNet's realism interface: p_target(x, domain)."""
+class StandInScorer(nn.Module):
+    """Stand-in of the scorer interface: p_target(x), the mean brightness in [0, 1]."""
 
     def __init__(self):
         super().__init__()
         self.scale = nn.Parameter(torch.tensor(1.0))
 
-    def p_target(self, x: torch.Tensor, domain: str) -> torch.Tensor:
-        assert domain == "babies"
+    def p_target(self, x: torch.Tensor) -> torch.Tensor:
         return (x.mean(dim=(1, 2, 3)) + 1) / 2 * self.scale
 
 
-def test_realism_score_with_toy_interface_quantises():
+def test_realism_score_of_any_scorer_quantises():
     x = torch.full((3, 3, 4, 4), 0.3)
     expected = (round(1.3 * 127.5) / 127.5 - 1 + 1) / 2
-    assert realism_score(x, StandInToyNet(), domain="babies") == pytest.approx(expected)
-    with pytest.raises(ValueError, match="domain"):
-        realism_score(x, StandInToyNet())
+    assert realism_score(x, StandInScorer()) == pytest.approx(expected)
+    assert realism_score(x, StandInScorer(), quantize=False) == pytest.approx(0.65)
 
 
 def write_folder(folder: Path, images: torch.Tensor) -> Path:
@@ -131,13 +129,13 @@ def test_cli_trains_from_folders(offline):
     assert "held-out accuracy" in res.output and out.is_file()
     res = runner.invoke(app, ["realism", "train", "--target", str(offline / "missing"),
                               "--source", str(source), "--out", str(out)])
-    assert res.exit_code == 1 and "missing" in res.output
+    assert res.exit_code == 2 and "missing" in res.output  # bad input
 
 
 def test_source_sampler_draws_seeded_images_from_a_checkpoint(tmp_path):
-    from adaptscope.metrics.realism import source_sampler
     from adaptscope.models.checkpoint import save_checkpoint
     from adaptscope.models.stylegan2 import Generator
+    from adaptscope.train.realism_classifier import source_sampler
 
     torch.manual_seed(0)
     g = Generator(16, style_dim=8, n_mlp=1, channels={4: 8, 8: 8, 16: 8})

@@ -80,16 +80,13 @@ def test_download_goes_to_adaptscope_cache(places, monkeypatch):
     assert resolve_weights("inception") == path and len(calls) == 1  # found, not re-fetched
 
 
-def test_offline_switch_and_shipped_file(places, monkeypatch):
+def test_offline_switch_and_explicit_folder(places, monkeypatch):
     monkeypatch.setenv("ADAPTSCOPE_OFFLINE", "1")
     monkeypatch.setattr(weights, "_download", lambda *a: pytest.fail("download attempted"))
     with pytest.raises(WeightsNotFound, match="ADAPTSCOPE_OFFLINE"):
         resolve_weights("alex")
-    monkeypatch.setattr(weights, "ASSETS_DIR", places["explicit"])
-    with pytest.raises(WeightsNotFound, match="toynet.pt"):
-        resolve_weights("toy")
-    shipped = put(places["explicit"], "toynet.pt")
-    assert resolve_weights("toy") == shipped  # found in the package assets, offline
+    shipped = put(places["explicit"], "alexnet-owt-7be5be79.pth")
+    assert resolve_weights("alex", places["explicit"]) == shipped  # found, offline
 
 
 def random_features(net: str) -> torch.nn.Sequential:

@@ -53,6 +53,7 @@ def test_state_dict_names_and_shapes_match_the_reference_256px_config_f():
     assert g.n_latent == 14 and g.num_layers == 13
 
 
+@pytest.mark.slow
 def test_outputs_match_the_reference_implementation_numerically():
     ref = np.load(FIXTURES / "reference_256.npz")
     g, d = _seeded_reference_pair()
@@ -293,3 +294,12 @@ def test_files_needing_arbitrary_unpickling_are_refused(tmp_path):
     (tmp_path / "network-snapshot.pkl").write_bytes(b"\x80\x04N.")
     with pytest.raises(CheckpointError, match="convert"):
         load_checkpoint(tmp_path / "network-snapshot.pkl")
+
+
+def test_printing_a_network_shows_its_sizes():
+    g, d = tiny_pair()
+    text = repr(g)
+    assert f"size={g.size}, style_dim={g.style_dim}" in text
+    assert "ModulatedConv2d(" in text and "kernel_size=3, upsample=True" in text
+    assert f"size={d.size}" in repr(d) and "EqualConv2d(3, " in repr(d)
+    assert g.device == torch.device("cpu")

@@ -10,10 +10,11 @@ import pytest
 from typer.testing import CliRunner
 
 from adaptscope.cli import app
-from adaptscope.config import ConfigError
+from adaptscope.errors import AdaptscopeError, ConfigError
 from adaptscope.methods import METHODS, get_method
 from adaptscope.methods.plugins import PluginError, import_plugins
-from adaptscope.train.spec import load_experiment, method_class, spec_from_dict
+from adaptscope.spec import spec_from_dict
+from adaptscope.train.experiment import load_experiment, method_class
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "experiments" / "example_plugin.py"
 
@@ -21,10 +22,13 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "experiments" / "example_plugin.
 @pytest.fixture(autouse=True)
 def isolated_registry():
     """Each test starts with only the built-in methods registered, and leaves it so."""
-    methods, modules = dict(METHODS), set(sys.modules)
+    methods, modules = dict(METHODS.items()), set(sys.modules)
     yield
-    METHODS.clear()
-    METHODS.update(methods)
+    for name in METHODS.names():
+        if METHODS[name] is not methods.get(name):
+            METHODS.unregister(name)
+    for name, cls in methods.items():
+        METHODS.register(name, cls)
     for name in set(sys.modules) - modules:
         if name.startswith("adaptscope_plugin_"):
             del sys.modules[name]
@@ -60,7 +64,7 @@ def test_importing_a_plugin_twice_registers_it_once():
 
 
 def test_unknown_method_points_at_plugins():
-    with pytest.raises(ConfigError, match="--plugin"):
+    with pytest.raises(AdaptscopeError, match="not_a_method.*--plugin"):
         load_experiment(None, ['methods=["not_a_method"]'])
 
 
@@ -93,6 +97,8 @@ def test_plugin_that_fails_on_import_is_named_with_its_error(tmp_path):
     assert "fixed_plugin_method" in METHODS
 
 
-def test_plugins_must_be_a_list_of_strings():
+def test_plugins_must_be_a_list_of_strings(tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text("plugins = 3\n")
     with pytest.raises(ConfigError, match="plugins must be a list"):
-        load_experiment(None, ["plugins=3"])
+        load_experiment(config)

@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from adaptscope import quality
-from adaptscope.data import toyfaces
-from adaptscope.metrics import toynet as tn
+from adaptscope.embedded import quality, toyfaces
+from adaptscope.embedded import toynet as tn
+from adaptscope.embedded import toynet_training as tt
 from adaptscope.models import Generator
 
 N_ATTR = len(toyfaces.ATTRIBUTES)
@@ -25,7 +25,7 @@ def generator() -> Generator:
 def trained(tmp_path_factory):
     """A stand-in ToyNet from a few training steps, and the metadata saved with it."""
     path = tmp_path_factory.mktemp("toynet") / "toynet.pt"
-    tn.train_toynet(steps=2, batch=8, seed=0, size=16, out=path, eval_per_domain=4,
+    tt.train_toynet(steps=2, batch=8, seed=0, size=16, out=path, eval_per_domain=4,
                     log=lambda _: None)
     return tn.load_toynet(path), tn.read_toynet_meta(path)
 
@@ -127,7 +127,8 @@ def test_report_script_writes_the_folder(generator, trained, tmp_path, capsys):
                                                 "quality.json"}
     text = (out / "README.md").read_text()
     assert "training step **7**" in text
-    assert "--checkpoint adaptscope/assets/toy_source.pt --out reports/embedded-world" in text
+    shipped = "adaptscope/embedded/assets/toy_source.pt"
+    assert f"--checkpoint {shipped} --out reports/embedded-world" in text
     assert f"--checkpoint {ckpt} --out {out} --n 40" in text
     assert "| face_shape | 3 |" in text and "| domain |" in text
     assert "step 7" in capsys.readouterr().out

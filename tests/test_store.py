@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import adaptscope
-from adaptscope.track import schema
+from adaptscope.track import rundir, schema
 from adaptscope.track.store import (
     TrajectoryError,
     append_rows,
@@ -79,7 +79,7 @@ def test_round_trip_keeps_values_dtypes_and_metadata(tmp_path):
     assert pd.isna(df.loc[0, "gt_coverage"]) and df.loc[1, "gt_coverage"] == pytest.approx(0.7)
     assert df.attrs["run_dirs"] == {"r0": str(run_dir)}
 
-    table = pq.read_table(run_dir / schema.TRAJECTORY_FILE)
+    table = pq.read_table(run_dir / rundir.TRAJECTORY_FILE)
     assert table.column("fid").null_count == 1  # missing metrics are nulls, not NaN
     meta = read_metadata(run_dir)
     assert meta["config"] == CONFIG and meta["protocol"] == PROTOCOL
@@ -94,7 +94,7 @@ def test_package_exports_the_loader():
 def test_nan_metric_is_stored_as_null(tmp_path):
     run_dir = new_run(tmp_path)
     append_rows(run_dir, [row(0, fid=float("nan"))], config=CONFIG, protocol=PROTOCOL)
-    assert pq.read_table(run_dir / schema.TRAJECTORY_FILE).column("fid").null_count == 1
+    assert pq.read_table(run_dir / rundir.TRAJECTORY_FILE).column("fid").null_count == 1
 
 
 def test_appends_accumulate_and_report_recorded_iterations(tmp_path):
@@ -108,7 +108,7 @@ def test_appends_accumulate_and_report_recorded_iterations(tmp_path):
 
 def test_identical_duplicate_is_skipped_and_different_one_refused(tmp_path):
     run_dir = new_run(tmp_path)
-    path = run_dir / schema.TRAJECTORY_FILE
+    path = run_dir / rundir.TRAJECTORY_FILE
     append_rows(run_dir, [row(0), row(500)], config=CONFIG, protocol=PROTOCOL)
     before = path.read_bytes()
 
@@ -128,7 +128,7 @@ def test_duplicate_iteration_within_one_batch_is_refused(tmp_path):
     run_dir = new_run(tmp_path)
     with pytest.raises(TrajectoryError, match="iteration 0"):
         append_rows(run_dir, [row(0), row(0, fid=3.0)], config=CONFIG, protocol=PROTOCOL)
-    assert not (run_dir / schema.TRAJECTORY_FILE).exists()
+    assert not (run_dir / rundir.TRAJECTORY_FILE).exists()
 
 
 @pytest.mark.parametrize(
@@ -168,7 +168,7 @@ def test_protocol_change_and_second_run_id_are_refused(tmp_path):
 def test_failed_replace_leaves_old_file_intact_and_no_temporaries(tmp_path, monkeypatch):
     run_dir = new_run(tmp_path)
     append_rows(run_dir, [row(0), row(500)], config=CONFIG, protocol=PROTOCOL)
-    before = (run_dir / schema.TRAJECTORY_FILE).read_bytes()
+    before = (run_dir / rundir.TRAJECTORY_FILE).read_bytes()
 
     def crash(src, dst):
         raise OSError("disk pulled")
@@ -178,8 +178,8 @@ def test_failed_replace_leaves_old_file_intact_and_no_temporaries(tmp_path, monk
         append_rows(run_dir, [row(1000)], config=CONFIG, protocol=PROTOCOL)
     monkeypatch.undo()
 
-    assert (run_dir / schema.TRAJECTORY_FILE).read_bytes() == before
-    assert sorted(p.name for p in run_dir.iterdir()) == [schema.TRAJECTORY_FILE]
+    assert (run_dir / rundir.TRAJECTORY_FILE).read_bytes() == before
+    assert sorted(p.name for p in run_dir.iterdir()) == [rundir.TRAJECTORY_FILE]
     assert recorded_iterations(run_dir) == {0, 500}
 
 
@@ -210,7 +210,7 @@ def test_writer_killed_mid_write_leaves_earlier_rows_readable(tmp_path):
     )
     try:
         assert proc.stdout.readline().strip() == "writing"
-        temporaries = [p for p in run_dir.iterdir() if p.name != schema.TRAJECTORY_FILE]
+        temporaries = [p for p in run_dir.iterdir() if p.name != rundir.TRAJECTORY_FILE]
         assert temporaries  # the new table exists on disk but is not yet the trajectory
     finally:
         proc.send_signal(signal.SIGKILL)
@@ -219,7 +219,7 @@ def test_writer_killed_mid_write_leaves_earlier_rows_readable(tmp_path):
     pd.testing.assert_frame_equal(load_trajectories(run_dir), before)
     append_rows(run_dir, [row(1000)], config=CONFIG, protocol=PROTOCOL)
     assert recorded_iterations(run_dir) == {0, 500, 1000}
-    assert sorted(p.name for p in run_dir.iterdir()) == [schema.TRAJECTORY_FILE]
+    assert sorted(p.name for p in run_dir.iterdir()) == [rundir.TRAJECTORY_FILE]
 
 
 def test_reader_during_appends_always_sees_a_whole_table(tmp_path):
@@ -265,7 +265,7 @@ def test_parquet_without_adaptscope_metadata_is_refused(tmp_path):
 
 
 def test_parquet_missing_required_columns_is_refused(tmp_path):
-    partial = tmp_path / "run" / schema.TRAJECTORY_FILE
+    partial = tmp_path / "run" / rundir.TRAJECTORY_FILE
     partial.parent.mkdir()
     table = pa.Table.from_pylist([{"run_id": "x", "iteration": 0}])
     table = table.replace_schema_metadata({schema.META_SCHEMA: schema.SCHEMA_VERSION})
@@ -292,7 +292,7 @@ def test_directory_of_runs_and_lists(tmp_path):
     ]
     assert set(df.attrs["run_dirs"]) == {"a", "b", "nested/c"}
 
-    listed = load_trajectories([runs / "a", str(runs / "nested" / "c" / schema.TRAJECTORY_FILE)])
+    listed = load_trajectories([runs / "a", str(runs / "nested" / "c" / rundir.TRAJECTORY_FILE)])
     assert sorted(listed["run_id"].unique()) == ["a", "nested/c"]
     # the same run reached twice is read once
     assert len(find_trajectory_files([runs, runs / "a"])) == 3
@@ -329,5 +329,5 @@ def test_paths_without_trajectories_are_named_in_the_error(tmp_path):
 def test_config_is_json_in_the_parquet_metadata(tmp_path):
     run_dir = new_run(tmp_path)
     append_rows(run_dir, [row(0)], config={"path": Path("/x")}, protocol=PROTOCOL)
-    raw = pq.read_schema(run_dir / schema.TRAJECTORY_FILE).metadata
+    raw = pq.read_schema(run_dir / rundir.TRAJECTORY_FILE).metadata
     assert json.loads(raw[schema.META_CONFIG.encode()]) == {"path": "/x"}

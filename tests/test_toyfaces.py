@@ -10,8 +10,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from adaptscope.cli import app
-from adaptscope.data import _raster
-from adaptscope.data import toyfaces as tf
+from adaptscope.embedded import _raster
+from adaptscope.embedded import toyfaces as tf
 
 
 @pytest.mark.parametrize("domain", tf.DOMAINS)

@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from adaptscope.config import from_dict, read_toml
-from adaptscope.data import toyfaces
-from adaptscope.metrics import toynet as tn
+from adaptscope.embedded import toyfaces
+from adaptscope.embedded import toynet as tn
+from adaptscope.embedded import toynet_training as tt
+from adaptscope.errors import WeightsError
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "experiments" / "pretrain-backbone.toml"
@@ -91,10 +93,10 @@ def test_save_load_round_trip(tmp_path, net):
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_load_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="pretrain backbone"):
+    with pytest.raises(WeightsError, match="pretrain backbone"):
         tn.load_toynet(tmp_path / "absent.pt")
     (tmp_path / "bad.pt").write_bytes(pickle.dumps(object()))
-    with pytest.raises(ValueError, match="weights_only"):
+    with pytest.raises(WeightsError, match="arbitrary unpickling"):
         tn.load_toynet(tmp_path / "bad.pt")
     torch.save({"format": "other"}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a ToyNet file"):
@@ -103,7 +105,7 @@ def test_load_errors(tmp_path):
 
 def test_train_toynet_end_to_end_tiny(tmp_path):
     logs = []
-    acc = tn.train_toynet(steps=3, batch=8, seed=1, size=16, out=tmp_path / "tiny.pt",
+    acc = tt.train_toynet(steps=3, batch=8, seed=1, size=16, out=tmp_path / "tiny.pt",
                           eval_per_domain=4, log=logs.append)
     assert 0 <= acc["domain_acc"] <= 1
     assert set(acc) >= {f"domain_acc/{d}" for d in toyfaces.DOMAINS}
@@ -122,8 +124,8 @@ def test_training_indices_avoid_heldout_sets():
 
 
 def test_recipe_file_matches_defaults():
-    recipe = from_dict(tn.ToyNetRecipe, read_toml(RECIPE), str(RECIPE))
-    assert recipe == tn.ToyNetRecipe()
+    recipe = from_dict(tt.ToyNetRecipe, read_toml(RECIPE), str(RECIPE))
+    assert recipe == tt.ToyNetRecipe()
 
 
 shipped = pytest.mark.skipif(not tn.default_asset().is_file(), reason="toynet.pt not built yet")
@@ -134,7 +136,7 @@ def test_shipped_asset_is_small_and_documented():
     assert tn.default_asset().stat().st_size < 2_000_000
     meta = tn.read_toynet_meta()
     assert meta["heldout_accuracy"]["domain_acc"] > 0.98
-    recipe = from_dict(tn.ToyNetRecipe, read_toml(RECIPE), str(RECIPE))
+    recipe = from_dict(tt.ToyNetRecipe, read_toml(RECIPE), str(RECIPE))
     assert {k: v for k, v in meta["recipe"].items() if k != "threads"} == {
         k: v for k, v in vars(recipe).items() if k != "threads"
     }

@@ -293,9 +293,9 @@ def test_plot_command_writes_every_file_it_prints(runs, tmp_path):
 
 def test_plot_command_rejects_bad_input(runs, tmp_path):
     bad_format = CliRunner().invoke(app, ["plot", str(runs), "--format", "gif"])
-    assert bad_format.exit_code == 1 and "png, pdf, svg" in bad_format.output
+    assert bad_format.exit_code == 2 and "png, pdf, svg" in bad_format.output  # bad input
     empty = CliRunner().invoke(app, ["plot", str(tmp_path)])
-    assert empty.exit_code == 1 and str(tmp_path) in empty.output
+    assert empty.exit_code == 2 and str(tmp_path) in empty.output
 
 
 def test_report_command_writes_page_table_and_figures(runs, tmp_path):

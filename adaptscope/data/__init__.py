@@ -1,5 +1,1 @@
-"""Datasets: the embedded ToyFaces world, real image folders, and target-domain specs."""
-
-from adaptscope.data.errors import DataError
-
-__all__ = ["DataError"]
+"""Real image data: folders and zips of images, validated, and few-shot subsets drawn from them."""

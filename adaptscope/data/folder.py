@@ -1,4 +1,4 @@
-"""Real image datasets: a folder (searched recursively) or a .zip of PNG / JPEG / WebP files.
+"""Real image datasets: a folder (searched recursively) or a .zip of image files.
 
 Every image is fully decoded on load, so a truncated or corrupt file stops the run with its name
 instead of being skipped or half-read; images are made RGB, resized on the shorter side and
@@ -16,10 +16,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from adaptscope.data.errors import DataError
+from adaptscope.errors import DataError
+from adaptscope.images import from_uint8
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp"})
-_FIX_FORMAT = "pass a folder or a .zip that holds PNG, JPEG or WebP images"
+# What PIL reads losslessly enough to measure; the same set for training data and FID's folders.
+IMAGE_SUFFIXES = frozenset({".bmp", ".jpg", ".jpeg", ".pgm", ".png", ".ppm", ".tif", ".tiff",
+                            ".webp"})
+_FIX_FORMAT = "pass a folder or a .zip that holds PNG, JPEG, WebP, BMP, PPM or TIFF images"
 
 
 def _hidden(parts: Sequence[str]) -> bool:
@@ -58,7 +61,8 @@ def list_images(path: str | Path) -> list[str]:
     else:
         raise DataError(f"{root} is neither a folder nor a .zip archive; {_FIX_FORMAT}")
     if not names:
-        raise DataError(f"no PNG/JPEG/WebP images found in {root}; {_FIX_FORMAT}")
+        raise DataError(f"no images found in {root} (looked for "
+                        f"{', '.join(sorted(IMAGE_SUFFIXES))}); {_FIX_FORMAT}")
     return sorted(names)
 
 
@@ -145,8 +149,7 @@ def load_images(
     try:
         for k, name in enumerate(names):
             img = _resize_crop(_to_rgb(_decode(reader.read(name), name, root)), size)
-            arr = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy())
-            out[k] = arr.permute(2, 0, 1).float().div_(127.5).sub_(1.0)
+            out[k] = from_uint8(np.array(img, dtype=np.uint8)[None])[0]
     finally:
         reader.close()
     return out

@@ -1,6 +1,10 @@
-"""Adaptation methods: one module each, registered by name on the shared loop."""
+"""Adaptation methods: one module each, registered by name on the shared loop.
 
-from adaptscope.methods import cdc, dcl, ewc, freezed, tgan  # noqa: F401  (registration)
+The method modules only define their classes; the built-in ones are registered here, in one
+visible list, so what exists does not depend on which modules happen to have been imported.
+Methods of one's own are registered by their plugin with `@register_method`.
+"""
+
 from adaptscope.methods.base import (
     METHODS,
     Method,
@@ -8,7 +12,29 @@ from adaptscope.methods.base import (
     Step,
     get_method,
     hp,
+    param_docs,
     register_method,
 )
+from adaptscope.methods.cdc import CDC
+from adaptscope.methods.dcl import DCL
+from adaptscope.methods.ewc import EWC
+from adaptscope.methods.freezed import FreezeD
+from adaptscope.methods.tgan import TGAN
 
-__all__ = ["METHODS", "Method", "MethodContext", "Step", "get_method", "hp", "register_method"]
+BUILTIN_METHODS: tuple[type[Method], ...] = (TGAN, FreezeD, EWC, CDC, DCL)
+
+for _cls in BUILTIN_METHODS:
+    METHODS.register(_cls.name, _cls)
+del _cls
+
+__all__ = [
+    "BUILTIN_METHODS",
+    "METHODS",
+    "Method",
+    "MethodContext",
+    "Step",
+    "get_method",
+    "hp",
+    "param_docs",
+    "register_method",
+]

@@ -2,8 +2,11 @@
 
 Every method runs on the same loop (`adaptscope.train.loop`); a method only says what differs:
 which parameters train, extra generator / discriminator losses, how latents are drawn, how the
-discriminator is read (image or patch level), one-off setup, and state to checkpoint. So the
-only difference between two trajectories is the method.
+discriminator is read (image or patch level), what it builds and computes before training, and
+state to checkpoint. So the only difference between two trajectories is the method.
+
+The built-in methods are registered in one visible list in `adaptscope.methods`; a plugin
+registers its own with `@register_method`.
 """
 
 from __future__ import annotations
@@ -16,19 +19,24 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from adaptscope.errors import ConfigError
 from adaptscope.models import Discriminator, Generator
+from adaptscope.registry import Registry
 
 
 @dataclass
 class MethodContext:
-    """What a method may use: the networks being adapted, frozen source copies and the shots."""
+    """What a method may use: the networks being adapted, frozen source copies and the shots.
+
+    Source pretraining runs the plain `Method` with no source networks and no shots (None).
+    """
 
     g: Generator
     d: Discriminator
-    g_source: Generator  # frozen copy of the source generator
-    d_source: Discriminator  # frozen copy of the source discriminator
-    shots: torch.Tensor  # the few-shot target images, (K, 3, H, W) in [-1, 1]
-    mixing: float
+    g_source: Generator | None = None  # frozen copy of the source generator
+    d_source: Discriminator | None = None  # frozen copy of the source discriminator
+    shots: torch.Tensor | None = None  # the few-shot target images, (K, 3, H, W) in [-1, 1]
+    mixing: float = 0.9
 
 
 @dataclass
@@ -44,7 +52,11 @@ class Method:
 
     `Params` is the method's hyperparameter dataclass: every field has a default and, in its
     docstring or comment, its provenance ([C] confirmed in the authors' code, [S] second-hand,
-    [U] unconfirmed).
+    [U] unconfirmed). Value checks that need no networks belong in its `__post_init__` (raise
+    ConfigError), so a bad value fails when the experiment is loaded, before any run starts.
+
+    The loop calls, in order: the constructor, `build()` (fresh and resumed runs), then either
+    `setup()` (fresh run) or `load_state_dict()` (resumed run).
     """
 
     name: ClassVar[str] = ""
@@ -59,11 +71,24 @@ class Method:
         self.ctx = ctx
 
     # --- set-up ----------------------------------------------------------------------------
+    def build(self) -> None:
+        """Create structure that is not checkpointed state; runs on fresh AND resumed runs.
+
+        Called once right after construction, before the optimisers are created: modules that
+        `extra_d_modules()` returns (e.g. CDC's patch head; a resumed run then loads their
+        weights) and checks of settings against the networks (raise ConfigError naming the
+        setting, its value and what is allowed).
+        """
+
     def setup(self) -> None:
-        """One-off work before the first iteration (e.g. EWC's Fisher information)."""
+        """Compute the state that `state_dict()` saves; runs on fresh runs only.
+
+        A resumed run skips it and restores that state with `load_state_dict()` instead (e.g.
+        EWC's Fisher information, CDC's anchors). Runs after `build()`.
+        """
 
     def extra_d_modules(self) -> list[nn.Module]:
-        """Modules trained with the discriminator's optimiser (e.g. CDC's patch head)."""
+        """Modules trained with the discriminator's optimiser, created in `build()`."""
         return []
 
     def trainable_g_parameters(self) -> Iterator[nn.Parameter]:
@@ -104,30 +129,30 @@ class Method:
             m.load_state_dict(state[f"module{i}"])
 
 
-METHODS: dict[str, type[Method]] = {}
+METHODS: Registry[type[Method]] = Registry(
+    "method", hint=" (a method of your own is loaded with --plugin FILE.py or MODULE)")
 
 
 def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
-    """Class decorator adding a method to the registry under `name`."""
+    """Class decorator for a plugin's method: registers it under `name` and sets `cls.name`."""
 
     def wrap(cls: type[Method]) -> type[Method]:
-        if name in METHODS and METHODS[name] is not cls:
-            raise ValueError(f"method {name!r} is already registered by {METHODS[name]}")
+        METHODS.register(name, cls)
         cls.name = name
-        METHODS[name] = cls
         return cls
 
     return wrap
 
 
 def get_method(name: str) -> type[Method]:
-    """Look a method up by name (importing the built-in ones first)."""
-    import adaptscope.methods  # noqa: F401  (registers the built-in methods)
+    """The method registered as `name` (RegistryError listing the registered ones if none)."""
+    return METHODS.get(name)
 
-    if name not in METHODS:
-        raise KeyError(f"unknown method {name!r}; registered: {', '.join(sorted(METHODS))} "
-                       "(a method of your own is loaded with --plugin FILE.py or MODULE)")
-    return METHODS[name]
+
+def check_setting(ok: bool, key: str, value: Any, allowed: str) -> None:
+    """Raise ConfigError naming the setting `key`, its `value` and what is `allowed` unless ok."""
+    if not ok:
+        raise ConfigError(f"{key} = {value!r} is not allowed: {allowed}")
 
 
 def param_docs(cls: type[Method]) -> list[tuple[str, Any, str]]:
@@ -151,7 +176,7 @@ def paired_generation(ctx: MethodContext, z: torch.Tensor):
     carries no gradient. Sharing the noise maps means the two sides differ only by weights.
     """
     g = ctx.g
-    z = z.to(g.input.input.device)
+    z = z.to(g.device)
     noise = g.make_noise(z.shape[0])
     with torch.no_grad():
         img_s, _, feats_s = ctx.g_source([z], noise=noise, return_features=True)

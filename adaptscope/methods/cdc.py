@@ -14,13 +14,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from adaptscope.methods.base import Method, Step, hp, paired_generation, register_method
+from adaptscope.errors import ConfigError
+from adaptscope.methods.base import Method, Step, check_setting, hp, paired_generation
 from adaptscope.methods.losses import distance_consistency_loss
 from adaptscope.models.layers import ConvLayer
 
 
-@register_method("cdc")
 class CDC(Method):
+    name = "cdc"
     summary = "Cross-domain distance consistency + anchor/patch adversarial loss (Ojha 2021)."
 
     @dataclass
@@ -38,20 +39,39 @@ class CDC(Method):
             "relative scale.",
         )
 
+        def __post_init__(self) -> None:
+            check_setting(self.feat_const_batch >= 2, "cdc.feat_const_batch",
+                          self.feat_const_batch, "2 or more (distances need another latent)")
+            check_setting(self.n_anchors >= 1, "cdc.n_anchors", self.n_anchors, "1 or more")
+            check_setting(self.subspace_freq >= 1, "cdc.subspace_freq", self.subspace_freq,
+                          "1 or more")
+            check_setting(self.subspace_std >= 0, "cdc.subspace_std", self.subspace_std,
+                          "0 or more")
+            check_setting(self.patch_resolution >= 0, "cdc.patch_resolution",
+                          self.patch_resolution, "0 (size // 8) or one of D's resolutions")
+
+    def build(self) -> None:
+        """The patch head: structure, not state, so a resumed run builds it too.
+
+        Its random initial weights are drawn here on every run; a resumed run then overwrites
+        them with the checkpointed ones in `load_state_dict`.
+        """
+        d = self.ctx.d
+        res = self.params.patch_resolution or max(d.size // 8, 4)
+        resolutions = d.block_resolutions()
+        if res not in resolutions:
+            raise ConfigError(
+                f"cdc.patch_resolution = {self.params.patch_resolution} is not allowed: "
+                f"{res} is not one of D's feature resolutions; use 0 (size // 8) or one of "
+                f"{resolutions}")
+        self.patch_block = resolutions.index(res)
+        self.patch_head = ConvLayer(d.channels[res], 1, 3, activate=False)
+
     def setup(self) -> None:
+        """The fixed anchor latents: checkpointed state, so fresh runs only."""
         self.anchors = torch.randn(self.params.n_anchors, self.ctx.g.style_dim)
 
     def extra_d_modules(self) -> list[nn.Module]:
-        if not hasattr(self, "patch_head"):
-            d = self.ctx.d
-            res = self.params.patch_resolution or max(d.size // 8, 4)
-            resolutions = d.block_resolutions()
-            if res not in resolutions:
-                raise ValueError(f"cdc.patch_resolution {res} is not one of D's feature "
-                                 f"resolutions {resolutions}")
-            self.patch_block = resolutions.index(res)
-            channels = d.channels[res]
-            self.patch_head = ConvLayer(channels, 1, 3, activate=False)
         return [self.patch_head]
 
     def _anchor_iteration(self, step: Step) -> bool:

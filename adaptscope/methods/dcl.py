@@ -17,12 +17,14 @@ from dataclasses import dataclass
 
 import torch
 
-from adaptscope.methods.base import Method, Step, hp, paired_generation, register_method
+from adaptscope.methods.base import Method, Step, check_setting, hp, paired_generation
 from adaptscope.methods.losses import info_nce
 
+D_TERM_SIDES = ("generator", "discriminator", "both")
 
-@register_method("dcl")
+
 class DCL(Method):
+    name = "dcl"
     summary = "Generator and discriminator InfoNCE towards the source (Zhao et al., CVPR 2022)."
 
     @dataclass
@@ -36,10 +38,12 @@ class DCL(Method):
             "both", "[U] Which side minimises the discriminator term: generator, discriminator "
             "or both.")
 
-    def setup(self) -> None:
-        if self.params.d_term_minimized_by not in ("generator", "discriminator", "both"):
-            raise ValueError("dcl.d_term_minimized_by must be generator, discriminator or both, "
-                             f"got {self.params.d_term_minimized_by!r}")
+        def __post_init__(self) -> None:
+            check_setting(self.d_term_minimized_by in D_TERM_SIDES, "dcl.d_term_minimized_by",
+                          self.d_term_minimized_by, "one of " + ", ".join(D_TERM_SIDES))
+            check_setting(self.tau > 0, "dcl.tau", self.tau, "more than 0")
+            check_setting(self.contrastive_batch >= 2, "dcl.contrastive_batch",
+                          self.contrastive_batch, "2 or more (negatives are other latents)")
 
     def _d_term(self, step: Step, img_s: torch.Tensor, img_t: torch.Tensor) -> torch.Tensor:
         d = self.ctx.d

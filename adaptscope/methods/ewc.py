@@ -8,11 +8,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from adaptscope.methods.base import Method, Step, hp, register_method
+from adaptscope.methods.base import Method, Step, check_setting, hp
 
 
-@register_method("ewc")
 class EWC(Method):
+    name = "ewc"
     summary = "Penalise G's drift from the source, weighted by Fisher information (Li 2020)."
 
     @dataclass
@@ -32,15 +32,23 @@ class EWC(Method):
             "(mean of per-sample squared gradients); larger is faster but squares batch means.",
         )
 
+        def __post_init__(self) -> None:
+            check_setting(self.n_fisher >= 1, "ewc.n_fisher", self.n_fisher, "1 or more")
+            check_setting(self.fisher_batch >= 1, "ewc.fisher_batch", self.fisher_batch,
+                          "1 or more")
+
     def setup(self) -> None:
-        """Diagonal Fisher of log D(G(z)) at the source weights (source D and G)."""
+        """Diagonal Fisher of log D(G(z)) at the source weights (source D and G).
+
+        Checkpointed state, so fresh runs only: a resumed run loads it with `load_state_dict`.
+        """
         g, d_src = self.ctx.g, self.ctx.d_source
         params = dict(g.named_parameters())
         fisher = {k: torch.zeros_like(p) for k, p in params.items()}
         n_done = 0
         while n_done < self.params.n_fisher:
             b = min(self.params.fisher_batch, self.params.n_fisher - n_done)
-            img, _ = g([torch.randn(b, g.style_dim).to(g.input.input.device)])
+            img, _ = g([torch.randn(b, g.style_dim).to(g.device)])
             log_likelihood = -F.softplus(-d_src(img)).mean()  # log sigmoid(D(G(z)))
             grads = torch.autograd.grad(log_likelihood, list(params.values()), allow_unused=True)
             for (k, _), gr in zip(params.items(), grads, strict=True):
@@ -60,6 +68,6 @@ class EWC(Method):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         # Checkpoints load on the CPU; the penalty is computed beside G's parameters.
-        device = self.ctx.g.input.input.device
+        device = self.ctx.g.device
         self.fisher = {k: v.to(device) for k, v in state["fisher"].items()}
         self.anchor = {k: v.to(device) for k, v in state["anchor"].items()}

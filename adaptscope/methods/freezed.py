@@ -7,11 +7,12 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from adaptscope.methods.base import Method, hp, register_method
+from adaptscope.errors import ConfigError
+from adaptscope.methods.base import Method, check_setting, hp
 
 
-@register_method("freezed")
 class FreezeD(Method):
+    name = "freezed"
     summary = "Freeze D's high-resolution blocks, train its last blocks (Mo et al., 2020)."
 
     @dataclass
@@ -23,12 +24,21 @@ class FreezeD(Method):
             "and below: on the reference 256 px D that is convs.5 and convs.6.",
         )
 
-    def trainable_d_parameters(self) -> Iterator[nn.Parameter]:
-        d = self.ctx.d
-        n_blocks = len(d.convs) - 1  # convs.0 is the 1x1 fromRGB layer
+        def __post_init__(self) -> None:
+            check_setting(self.trainable_blocks >= 0, "freezed.trainable_blocks",
+                          self.trainable_blocks, "0 or more")
+
+    def build(self) -> None:
+        """Check `trainable_blocks` against the discriminator's block count."""
+        n_blocks = len(self.ctx.d.convs) - 1  # convs.0 is the 1x1 fromRGB layer
         k = self.params.trainable_blocks
         if not 0 <= k <= n_blocks:
-            raise ValueError(f"freezed.trainable_blocks must be in 0..{n_blocks}, got {k}")
+            raise ConfigError(f"freezed.trainable_blocks = {k} is not allowed: this "
+                              f"discriminator has {n_blocks} blocks, so 0..{n_blocks}")
+
+    def trainable_d_parameters(self) -> Iterator[nn.Parameter]:
+        d = self.ctx.d
+        k = self.params.trainable_blocks
         for block in list(d.convs)[len(d.convs) - k:]:
             yield from block.parameters()
         yield from d.final_conv.parameters()

@@ -13,9 +13,9 @@ import importlib.util
 import sys
 from pathlib import Path
 
+from adaptscope.errors import PluginError
 
-class PluginError(ValueError):
-    """A plugin cannot be found or fails while it is imported."""
+__all__ = ["PluginError", "import_plugins", "resolve_plugin"]
 
 
 def _is_file_reference(ref: str) -> bool:

@@ -1,8 +1,8 @@
 """TGAN: plain fine-tuning of every generator and discriminator parameter."""
 
-from adaptscope.methods.base import Method, register_method
+from adaptscope.methods.base import Method
 
 
-@register_method("tgan")
 class TGAN(Method):
+    name = "tgan"
     summary = "Fine-tune all of G and D with the shared loop (Wang et al., 2018)."

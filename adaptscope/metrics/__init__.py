@@ -1,5 +1,6 @@
 """Metrics of adaptation: FID against the full target set, intra-cluster LPIPS, the realism
-score p_t, embedded-world ground truth, and the backbones and weight files they need.
+score p_t, and the backbones and weight files they need. Metrics take tensors and networks,
+never runs; the embedded world's toy backbones live in `adaptscope.embedded`.
 
 Names are imported on first use, so `import adaptscope.metrics` does not pull in clean-fid,
 lpips or torchvision.
@@ -17,10 +18,8 @@ _EXPORTS: dict[str, str] = {
     "build_lpips": "backbones",
     "build_inception": "backbones",
     "new_lpips": "backbones",
-    "build_extractor": "extractors",
     "FeatureExtractor": "extractors",
     "InceptionExtractor": "extractors",
-    "ToyExtractor": "extractors",
     "FunctionExtractor": "extractors",
     # FID
     "FIDStats": "fid_stats",
@@ -32,14 +31,11 @@ _EXPORTS: dict[str, str] = {
     "intra_cluster_lpips": "intra_lpips",
     "IntraLPIPSResult": "intra_lpips",
     "LPIPSEmbedder": "lpips_embed",
-    "attribute_coverage": "groundtruth",
-    "shot_replication": "groundtruth",
+    "LPIPSNet": "lpips_embed",
     # realism
     "RealismClassifier": "realism",
-    "train_realism_classifier": "realism",
     "load_realism_classifier": "realism",
     "realism_score": "realism",
-    "source_sampler": "realism",
 }
 
 __all__ = sorted(_EXPORTS)

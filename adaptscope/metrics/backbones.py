@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from adaptscope.errors import WeightsError
+from adaptscope.files import load_weights_only
 from adaptscope.metrics.weights import resolve_weights
 
 LPIPS_NETS = ("vgg", "alex")
@@ -107,13 +109,8 @@ def build_inception(
 
 
 def _load_state(path: Path) -> dict:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # unpickling errors have no common base class
-        raise ValueError(
-            f"{path} could not be loaded as a plain tensor state dict ({err}); "
-            "delete it so that it is fetched again, or replace it with the right file"
-        ) from err
+    state = load_weights_only(path, what="state dict", fix="it could not be loaded: delete it so "
+                              "that it is fetched again, or replace it with the right file")
     if not isinstance(state, dict):
-        raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict")
+        raise WeightsError(f"{path} holds a {type(state).__name__}, not a state dict")
     return state

@@ -1,4 +1,4 @@
-"""FID feature extractors: one calling convention for clean-fid's Inception and the toy net.
+"""FID feature extractors: one calling convention for every FID backbone.
 
 An extractor maps a batch of images holding 8-bit values as floats in [0, 255], shape
 (N, 3, S, S), to features (N, D). `input_size` is the side that clean-fid's "clean" resizer (PIL
@@ -9,14 +9,10 @@ across backbones.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
-
-from adaptscope.metrics.images import uint8_values_to_unit
 
 
 class FeatureExtractor:
@@ -59,48 +55,3 @@ class InceptionExtractor(FeatureExtractor):
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return self.model(x.to(self.device)).float().cpu()
-
-
-class ToyExtractor(FeatureExtractor):
-    """The embedded world's feature network (`ToyNet.embed`, which takes [-1, 1] images)."""
-
-    input_size = None
-
-    def __init__(self, net=None, name: str | None = None):
-        if net is None:
-            from adaptscope.metrics.toynet import load_toynet
-
-            net = load_toynet()
-        self.net = net
-        self.name = name or f"toy/{_module_fingerprint(net)}"
-        params = list(net.parameters()) if hasattr(net, "parameters") else []
-        self.device = params[0].device if params else torch.device("cpu")
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return self.net.embed(uint8_values_to_unit(x).to(self.device)).float().cpu()
-
-
-def _module_fingerprint(net) -> str:
-    """Short hash of a module's parameters and buffers (identifies the toy net's weights)."""
-    digest = hashlib.sha256()
-    state = net.state_dict() if hasattr(net, "state_dict") else {}
-    for key in sorted(state):
-        digest.update(key.encode())
-        digest.update(state[key].detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:12]
-
-
-def build_extractor(
-    backbone: str | FeatureExtractor,
-    weights_dir: str | os.PathLike | Path | None = None,
-    device: str | torch.device = "cpu",
-) -> FeatureExtractor:
-    """`"inception"` or `"toy"` -> an extractor; an extractor is returned unchanged."""
-    if isinstance(backbone, FeatureExtractor):
-        return backbone
-    if backbone == "inception":
-        return InceptionExtractor(weights_dir, device)
-    if backbone == "toy":
-        return ToyExtractor()
-    raise ValueError(f"FID backbone must be 'inception' or 'toy', got {backbone!r}")

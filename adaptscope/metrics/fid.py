@@ -23,6 +23,7 @@ import torch
 from cleanfid.fid import frechet_distance
 from cleanfid.resize import make_resizer
 
+from adaptscope.images import to_uint8_values
 from adaptscope.metrics.extractors import FeatureExtractor
 from adaptscope.metrics.fid_stats import (
     FIDStats,
@@ -32,7 +33,6 @@ from adaptscope.metrics.fid_stats import (
     save_cached,
     stats_key,
 )
-from adaptscope.metrics.images import to_uint8_values
 
 ImageSource = str | os.PathLike | torch.Tensor
 

@@ -18,9 +18,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from adaptscope.metrics.cache import atomic_write, cache_dir
+from adaptscope.data import folder as data_folder
+from adaptscope.errors import DataError
+from adaptscope.files import atomic_write
+from adaptscope.metrics.cache import cache_dir
 
-IMAGE_EXTENSIONS = {".bmp", ".jpg", ".jpeg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp"}
 PROTOCOL_VERSION = 1
 
 
@@ -33,17 +35,12 @@ class FIDStats(NamedTuple):
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
-    """Image files under `folder` (recursive, sorted), as clean-fid's folder mode finds them."""
+    """Image files under `folder` (recursive, sorted): the one lister of `adaptscope.data`."""
     root = Path(folder)
     if not root.is_dir():
-        raise FileNotFoundError(f"image folder {root} does not exist or is not a folder")
-    files = sorted(p for p in root.rglob("*") if p.is_file()
-                   and p.suffix.lower() in IMAGE_EXTENSIONS)
-    if not files:
-        raise FileNotFoundError(
-            f"no images in {root} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})"
-        )
-    return files
+        raise DataError(f"image folder {root} does not exist or is not a folder; FID's real set "
+                        "is read from a folder of images (or passed as a tensor)")
+    return [root / name for name in data_folder.list_images(root)]
 
 
 def read_uint8(path: Path) -> np.ndarray:
@@ -52,7 +49,8 @@ def read_uint8(path: Path) -> np.ndarray:
         with Image.open(path) as img:
             return np.array(img.convert("RGB"))
     except (OSError, ValueError) as err:
-        raise ValueError(f"cannot read image {path}: {err}") from err
+        raise DataError(f"cannot read image {path}: {err}; re-export the file or remove "
+                        "it") from err
 
 
 def content_digest(source: str | os.PathLike | torch.Tensor) -> str:
@@ -112,9 +110,8 @@ def save_cached(key: str, stats: FIDStats, meta: dict, folder: Path | None = Non
     """Write statistics atomically; `meta` (JSON) records what they were computed from."""
     path = (folder or stats_dir()) / f"{key}.npz"
 
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            np.savez(f, mu=stats.mu, sigma=stats.sigma, n_images=np.int64(stats.n_images),
-                     meta=np.array(json.dumps(meta, sort_keys=True)))
+    def write(handle) -> None:
+        np.savez(handle, mu=stats.mu, sigma=stats.sigma, n_images=np.int64(stats.n_images),
+                 meta=np.array(json.dumps(meta, sort_keys=True)))
 
     return atomic_write(path, write)

@@ -17,7 +17,6 @@ from float64 Gram algebra, so memory does not grow with N at 256 px.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +26,6 @@ from adaptscope.metrics.lpips_embed import (
     LPIPSEmbedder,
     cross_distances,
     pairwise_distances,
-    resolve_lpips_net,
     sq_norms,
     to_float64,
 )
@@ -113,14 +111,13 @@ def intra_cluster_lpips(
     batch_size: int = 16,
     std_ddof: int = 1,
     cache_bytes: int = _CACHE_BYTES,
-    weights_dir: str | os.PathLike | None = None,
 ) -> IntraLPIPSResult:
     """Intra-cluster LPIPS of generated `samples` (N, 3, H, W) around the training shots
     `centers` (K, 3, H, W), both in [-1, 1].
 
-    `net`: an `lpips.LPIPS` model, a toy net (`lpips_features`, `lpips_weights`), or a backbone
-    name ('vgg', 'alex', 'toy'). `input_size`: side the LPIPS input is resized to; "default" is
-    256 for vgg/alex (the reference) and native for the toy net. `quantize`: round inputs to 8
+    `net`: an `LPIPSNet` (such as the embedded world's toy net) or an `lpips.LPIPS` model.
+    `input_size`: side the LPIPS input is resized to; "default" is the network's own (256 for
+    vgg/alex, as the reference; native for the toy net). `quantize`: round inputs to 8
     bits first, as the reference's saved PNGs are. `std_ddof=1` matches `torch.Tensor.std` used
     by the reference scripts [U]. Embeddings of kept members are held up to `cache_bytes`;
     members beyond the budget are embedded a second time.
@@ -134,7 +131,7 @@ def intra_cluster_lpips(
         raise ValueError("at least one cluster centre is needed")
     if max_per_cluster < 2:
         raise ValueError(f"max_per_cluster must be >= 2, got {max_per_cluster}")
-    embedder = LPIPSEmbedder(resolve_lpips_net(net, weights_dir), input_size, quantize)
+    embedder = LPIPSEmbedder(net, input_size, quantize)
     if embedder.input_size is None and samples.shape[-2:] != centers.shape[-2:]:
         raise ValueError(
             f"samples are {tuple(samples.shape[-2:])} and centres {tuple(centers.shape[-2:])}; "

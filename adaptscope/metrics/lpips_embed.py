@@ -8,16 +8,12 @@ Gram products are taken in float64 (fp32 expansion loses digits for near-identic
 
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adaptscope.metrics.images import quantize as quantize_8bit
+from adaptscope.images import quantize as quantize_8bit
 
-# Side the LPIPS input is resized to, per backbone: the reference resizes to 256 for VGG.
-DEFAULT_INPUT_SIZE: dict[str, int | None] = {"vgg": 256, "alex": 256, "toy": None}
 _CHUNK_BYTES = 64 * 2**20  # float64 working set of one Gram chunk
 
 
@@ -31,53 +27,74 @@ def resize_for_lpips(x: torch.Tensor, size: int | None, quantize: bool = True) -
     return quantize_8bit(out) if quantize else out
 
 
-def resolve_lpips_net(net, weights_dir: str | os.PathLike | None = None):
-    """A backbone name ('vgg', 'alex', 'toy') -> network; networks are returned unchanged."""
-    if isinstance(net, str):
-        if net == "toy":
-            from adaptscope.metrics.toynet import load_toynet
+class LPIPSNet(nn.Module):
+    """What intra-cluster LPIPS needs of a network: raw per-layer features of [-1, 1] images
+    and non-negative per-channel weights. `lpips.LPIPS` models are adapted by `as_lpips_net`;
+    other backbones (the embedded world's toy net) subclass this."""
 
-            return load_toynet()
-        from adaptscope.metrics.backbones import build_lpips
+    backbone_name: str = "custom"
+    default_input_size: int | None = None  # side inputs are resized to; None: as given
+    lpips_weights: list[torch.Tensor]  # one non-negative (C_l,) weight tensor per layer
 
-        return build_lpips(net, weights_dir)
-    return net
+    def lpips_features(self, x: torch.Tensor) -> list[torch.Tensor]:  # pragma: no cover
+        """Raw (unnormalised) (N, C_l, H_l, W_l) features of each layer."""
+        raise NotImplementedError
 
 
-def backbone_name(net) -> str:
-    """'vgg' / 'alex' for lpips models, 'toy' for anything else with `lpips_features`."""
-    if hasattr(net, "pnet_type"):
-        return "vgg" if net.pnet_type in ("vgg", "vgg16") else net.pnet_type
-    return "toy"
+class PackageLPIPS(LPIPSNet):
+    """An `lpips.LPIPS` model (VGG or AlexNet trunk, v0.1 linear heads) as an `LPIPSNet`."""
+
+    default_input_size = 256  # the reference resizes to 256 before VGG / AlexNet
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        if getattr(model, "spatial", False):
+            raise ValueError("spatial LPIPS models are not supported; use spatial=False")
+        self.model = model
+        self.backbone_name = "vgg" if model.pnet_type in ("vgg", "vgg16") else model.pnet_type
+        self.train(model.training)
+
+    @property
+    def lpips_weights(self) -> list[torch.Tensor]:
+        if self.model.lpips:
+            return [lin.model[-1].weight.detach().reshape(-1) for lin in self.model.lins]
+        return [torch.ones(c) for c in self.model.chns]
+
+    def lpips_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if self.model.version == "0.1":
+            x = self.model.scaling_layer(x)
+        return list(self.model.net.forward(x))
+
+
+def as_lpips_net(net: nn.Module) -> LPIPSNet:
+    """`net` itself when it is an `LPIPSNet`, an `lpips.LPIPS` model wrapped as one."""
+    if isinstance(net, LPIPSNet):
+        return net
+    import lpips
+
+    if isinstance(net, lpips.LPIPS):
+        return PackageLPIPS(net)
+    raise TypeError(f"{type(net).__name__} is neither an lpips.LPIPS model nor an LPIPSNet")
 
 
 class LPIPSEmbedder:
-    """Per-image LPIPS embeddings of an `lpips.LPIPS` model or a net with `lpips_features`
-    and `lpips_weights` (the toy net)."""
+    """Per-image LPIPS embeddings of an `LPIPSNet` (or an `lpips.LPIPS` model)."""
 
     def __init__(self, net: nn.Module, input_size: int | None | str = "default",
                  quantize: bool = True):
-        self.net = net
-        self.name = backbone_name(net)
+        self.net = as_lpips_net(net)
+        self.name = self.net.backbone_name
         if input_size == "default":
-            input_size = DEFAULT_INPUT_SIZE.get(self.name)
+            input_size = self.net.default_input_size
         self.input_size = input_size
         self.quantize = quantize
-        params = list(net.parameters()) if hasattr(net, "parameters") else []
+        params = list(self.net.parameters())
         self.device = params[0].device if params else torch.device("cpu")
         self._scales = [s.to(self.device) for s in self._layer_scales()]
 
     def _layer_scales(self) -> list[torch.Tensor]:
         """sqrt(w_l) per layer (C_l,)."""
-        if hasattr(self.net, "scaling_layer"):  # lpips.LPIPS
-            if getattr(self.net, "spatial", False):
-                raise ValueError("spatial LPIPS models are not supported; use spatial=False")
-            if self.net.lpips:
-                weights = [lin.model[-1].weight.detach().reshape(-1) for lin in self.net.lins]
-            else:
-                weights = [torch.ones(c) for c in self.net.chns]
-        else:
-            weights = [torch.as_tensor(w).detach().reshape(-1) for w in self.net.lpips_weights]
+        weights = [torch.as_tensor(w).detach().reshape(-1) for w in self.net.lpips_weights]
         for i, w in enumerate(weights):
             if (w < 0).any():
                 raise ValueError(
@@ -85,13 +102,6 @@ class LPIPSEmbedder:
                     "needs non-negative weights"
                 )
         return [w.float().sqrt() for w in weights]
-
-    def _raw_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        if hasattr(self.net, "scaling_layer"):
-            if self.net.version == "0.1":
-                x = self.net.scaling_layer(x)
-            return list(self.net.net.forward(x))
-        return list(self.net.lpips_features(x))
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """[-1, 1] images -> the network input (8-bit quantised, resized)."""
@@ -102,9 +112,9 @@ class LPIPSEmbedder:
     @torch.no_grad()
     def embed(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Per-layer embeddings (N, C_l * H_l * W_l), float32, on the network's device."""
-        if getattr(self.net, "training", False):
+        if self.net.training:
             raise ValueError("the LPIPS network must be in eval mode (call .eval())")
-        feats = self._raw_features(self.prepare(x).to(self.device))
+        feats = self.net.lpips_features(self.prepare(x).to(self.device))
         out = []
         for f, s in zip(feats, self._scales, strict=True):
             # lpips.normalize_tensor (unit length over channels, eps 1e-10), then

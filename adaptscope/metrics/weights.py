@@ -17,11 +17,11 @@ from pathlib import Path
 
 import torch
 
+from adaptscope.errors import WeightsNotFound
 from adaptscope.metrics.cache import cache_dir
 
 WEIGHTS_ENV = "ADAPTSCOPE_WEIGHTS_DIR"
 OFFLINE_ENV = "ADAPTSCOPE_OFFLINE"
-ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 
 
 @dataclass(frozen=True)
@@ -31,8 +31,7 @@ class Backbone:
     name: str
     filename: str
     description: str
-    url: str | None = None
-    shipped: bool = False  # part of the adaptscope package (assets/)
+    url: str
 
 
 BACKBONES: dict[str, Backbone] = {
@@ -63,18 +62,8 @@ BACKBONES: dict[str, Backbone] = {
             "torchvision ResNet-18 ImageNet weights for the realism classifier",
             "https://download.pytorch.org/models/resnet18-f37072fd.pth",
         ),
-        Backbone(
-            "toy",
-            "toynet.pt",
-            "the embedded world's feature network (FID, LPIPS and realism backbone)",
-            shipped=True,
-        ),
     ]
 }
-
-
-class WeightsNotFound(FileNotFoundError):
-    """A backbone's weight file is in none of the searched places and could not be downloaded."""
 
 
 def torch_hub_checkpoints() -> Path:
@@ -128,25 +117,21 @@ def resolve_weights(
 ) -> Path:
     """Path of the weight file of backbone `name` (a key of `BACKBONES`).
 
-    Searches `search_dirs(weights_dir)` (plus the package assets for shipped files), then
+    Searches `search_dirs(weights_dir)`, then
     downloads into `weights_cache()` when the backbone has a URL, `download` is true and
     `$ADAPTSCOPE_OFFLINE` is unset. Raises `WeightsNotFound` otherwise.
     """
     if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; known: {', '.join(sorted(BACKBONES))}")
+        raise WeightsNotFound(f"unknown backbone {name!r}; known: {', '.join(sorted(BACKBONES))}")
     spec = BACKBONES[name]
     places = search_dirs(weights_dir)
-    if spec.shipped:
-        places.append((ASSETS_DIR, "adaptscope package assets"))
     for folder, _ in places:
         candidate = folder / spec.filename
         if candidate.is_file():
             return candidate
 
     dest = weights_cache() / spec.filename
-    if spec.url is None:
-        reason = "it cannot be downloaded (it is built by adaptscope itself)"
-    elif not download:
+    if not download:
         reason = "downloads were disabled for this call"
     elif _offline():
         reason = f"downloads are disabled by ${OFFLINE_ENV}"
@@ -163,20 +148,8 @@ def resolve_weights(
 def _not_found_message(
     spec: Backbone, places: list[tuple[Path, str]], dest: Path, reason: str
 ) -> str:
-    lines = [
-        f"weights file '{spec.filename}' ({spec.description}) not found, and {reason}.",
-        "Searched:",
-        *[f"  - {folder} ({label})" for folder, label in places],
-    ]
-    if spec.shipped:
-        lines.append(
-            "It should ship with adaptscope; reinstall the package or rebuild it with the "
-            "`adaptscope pretrain` commands."
-        )
-    else:
-        where = f"from {spec.url} " if spec.url else ""
-        lines.append(
-            f"Fix: fetch it {where}on a machine with a network and copy it to {dest}, "
-            f"or to a folder passed as --weights-dir (or set ${WEIGHTS_ENV})."
-        )
-    return "\n".join(lines)
+    searched = "; ".join(f"{folder} ({label})" for folder, label in places)
+    return (f"weights file '{spec.filename}' ({spec.description}) not found, and {reason}. "
+            f"Searched: {searched}. Fix: fetch it from {spec.url} on a machine with a network "
+            f"and copy it to {dest}, or to a folder passed as metrics.weights_dir (or set "
+            f"${WEIGHTS_ENV}).")

@@ -9,23 +9,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import pickle
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from adaptscope.errors import CheckpointError
+from adaptscope.files import load_weights_only, save_torch
 from adaptscope.models.stylegan2 import Discriminator, Generator, reference_channels
 
 FORMAT_TAG = "adaptscope-checkpoint-v1"
 GENERATOR_KEYS = ("g_ema", "g")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be used, with what was expected and what was found."""
 
 
 @dataclass
@@ -42,29 +38,14 @@ class LoadedCheckpoint:
 
 
 def _read(path: Path) -> Any:
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist; check the path in your config")
-    if path.suffix == ".pkl":
-        raise CheckpointError(
-            f"{path} is a pickled NVIDIA network, which needs arbitrary code to load. Convert it "
-            "to a PyTorch state dict first (for example with the rosinality repository's "
-            "convert_weight.py) and pass the resulting .pt file."
-        )
-    try:
-        # argparse.Namespace holds the training arguments in reference training checkpoints;
-        # it is plain data, so allowing it keeps loading free of code execution.
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise CheckpointError(
-            f"{path} needs arbitrary unpickling to load ({str(err).splitlines()[0]}); "
-            "adaptscope only reads tensors. Re-save it as a dict of state dicts "
-            "(torch.save({'g_ema': g_ema.state_dict()}, path)) in a trusted environment."
-        ) from err
-    except Exception as err:  # torch raises many types for damaged files
-        raise CheckpointError(
-            f"{path} is not a readable PyTorch checkpoint (truncated or damaged?): {err}"
-        ) from err
+    # argparse.Namespace holds the training arguments in reference training checkpoints; it is
+    # plain data, so allowing it keeps loading free of code execution.
+    fix = ("for a pickled NVIDIA network, convert it to a PyTorch state dict first (for example "
+           "with the rosinality repository's convert_weight.py); otherwise re-save it as a dict "
+           "of state dicts (torch.save({'g_ema': g_ema.state_dict()}, path)) in a trusted "
+           "environment, or check the path in your config")
+    return load_weights_only(path, what="PyTorch checkpoint", fix=fix, error=CheckpointError,
+                             safe_globals=[argparse.Namespace])
 
 
 def _strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -198,25 +179,6 @@ def load_checkpoint(
                             d=nets.get("d"), latent_avg=obj.get("latent_avg"), extra=extra)
 
 
-def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """torch.save beside `path`, then rename: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's private mode is not what a saved file needs
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(
     path: str | os.PathLike,
     *,
@@ -234,4 +196,4 @@ def save_checkpoint(
         obj["d"] = d.state_dict()
         obj["d_config"] = d.config
     obj.update(extra)
-    atomic_save(obj, path)
+    save_torch(obj, path)

@@ -33,6 +33,9 @@ class FusedLeakyReLU(nn.Module):
         super().__init__()
         self.bias = nn.Parameter(torch.zeros(channels)) if bias else None
 
+    def extra_repr(self) -> str:
+        return f"channels={self.bias.shape[0]}" if self.bias is not None else "bias=False"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return fused_leaky_relu(x, self.bias)
 
@@ -55,6 +58,11 @@ class EqualLinear(nn.Module):
         self.scale = lr_mul / math.sqrt(in_dim)
         self.lr_mul = lr_mul
         self.activation = activation
+
+    def extra_repr(self) -> str:
+        out_dim, in_dim = self.weight.shape
+        return (f"{in_dim}, {out_dim}, lr_mul={self.lr_mul}, "
+                f"activation={self.activation}, bias={self.bias is not None}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = self.bias * self.lr_mul if self.bias is not None else None
@@ -83,6 +91,11 @@ class EqualConv2d(nn.Module):
         self.stride = stride
         self.padding = padding
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+
+    def extra_repr(self) -> str:
+        out_ch, in_ch, k, _ = self.weight.shape
+        return (f"{in_ch}, {out_ch}, kernel_size={k}, stride={self.stride}, "
+                f"padding={self.padding}, bias={self.bias is not None}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(
@@ -126,6 +139,10 @@ class ModulatedConv2d(nn.Module):
         )
         self.modulation = EqualLinear(style_dim, in_channels, bias_init=1)
 
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"upsample={self.upsample}, demodulate={self.demodulate}")
+
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         s = self.modulation(style)  # (B, in)
         weight = self.scale * self.weight[0]  # (out, in, k, k)
@@ -163,6 +180,9 @@ class ConstantInput(nn.Module):
     def __init__(self, channels: int, size: int = 4):
         super().__init__()
         self.input = nn.Parameter(torch.randn(1, channels, size, size))
+
+    def extra_repr(self) -> str:
+        return f"shape={tuple(self.input.shape[1:])}"
 
     def forward(self, batch: int) -> torch.Tensor:
         return self.input.repeat(batch, 1, 1, 1)

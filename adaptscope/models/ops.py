@@ -79,6 +79,9 @@ class Blur(nn.Module):
         self.register_buffer("kernel", kernel)
         self.pad = pad
 
+    def extra_repr(self) -> str:
+        return f"taps={tuple(self.kernel.shape)}, pad={self.pad}"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return upfirdn2d(x, self.kernel, pad=self.pad)
 
@@ -93,6 +96,9 @@ class Upsample(nn.Module):
         self.register_buffer("kernel", kernel)
         p = kernel.shape[0] - factor
         self.pad = ((p + 1) // 2 + factor - 1, p // 2)
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor}, pad={self.pad}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return upfirdn2d(x, self.kernel, up=self.factor, pad=self.pad)

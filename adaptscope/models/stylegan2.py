@@ -109,6 +109,15 @@ class Generator(nn.Module):
             "channels": dict(self.channels) if self.custom_channels else None,
         }
 
+    def extra_repr(self) -> str:
+        return (f"size={self.size}, style_dim={self.style_dim}, n_mlp={self.n_mlp}, "
+                f"channels={dict(self.channels)}")
+
+    @property
+    def device(self) -> torch.device:
+        """The device the generator's weights are on."""
+        return self.input.input.device
+
     def make_noise(self, batch: int = 1, generator: torch.Generator | None = None
                    ) -> list[torch.Tensor]:
         """Fresh noise maps, one per synthesis layer, of shape (batch, 1, res, res).
@@ -116,14 +125,14 @@ class Generator(nn.Module):
         Drawn on the CPU (from `generator` when given) and moved to the model's device, so the
         same generator gives the same maps on every device.
         """
-        device = self.input.input.device
+        device = self.device
         return [torch.randn(batch, 1, 2 ** ((i + 5) // 2), 2 ** ((i + 5) // 2),
                             generator=generator).to(device) for i in range(self.num_layers)]
 
     @torch.no_grad()
     def mean_latent(self, n_latent: int) -> torch.Tensor:
         """Average W of `n_latent` random z: the centre used for truncation."""
-        z = torch.randn(n_latent, self.style_dim, device=self.input.input.device)
+        z = torch.randn(n_latent, self.style_dim, device=self.device)
         return self.style(z).mean(0, keepdim=True)
 
     def get_latent(self, z: torch.Tensor) -> torch.Tensor:
@@ -219,6 +228,9 @@ class Discriminator(nn.Module):
             EqualLinear(widths[4] * 4 * 4, widths[4], activation=True),
             EqualLinear(widths[4], 1),
         )
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, channels={dict(self.channels)}"
 
     @property
     def config(self) -> dict:

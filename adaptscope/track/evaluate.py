@@ -15,13 +15,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from adaptscope.data.domains import TOYFACES_PREFIX, TargetData
+from adaptscope.embedded import toyfaces
+from adaptscope.embedded.groundtruth import (
+    attribute_coverage,
+    nearest_shot_agreement,
+    shot_replication,
+)
+from adaptscope.embedded.toynet import load_toynet
+from adaptscope.errors import ConfigError
 from adaptscope.images import from_uint8, to_uint8
-from adaptscope.metrics.extractors import build_extractor
 from adaptscope.metrics.fid import extract_features, fid_from_features, real_statistics
 from adaptscope.metrics.intra_lpips import intra_cluster_lpips
-from adaptscope.models import Generator
-from adaptscope.train.spec import RunSpec
+from adaptscope.models import FixedLatents, Generator
+from adaptscope.spec import MetricsSpec
+from adaptscope.track.backbones import fid_extractor, lpips_net, realism_scorer
+from adaptscope.track.target import TargetData
 
 EVAL_SEED_OFFSET = 1_000_003  # evaluation latents differ from any training draw of the run
 
@@ -35,21 +43,24 @@ class Evaluation:
 
 
 class Evaluator:
-    """Measures a generator against one target under one protocol."""
+    """Measures a generator against one target under one protocol (`metrics`), with the fixed
+    latents of `seed`."""
 
-    def __init__(self, spec: RunSpec, target: TargetData):
-        m = spec.metrics
-        self.spec = spec
+    def __init__(self, metrics: MetricsSpec, target: TargetData, seed: int, device: str = "cpu"):
+        m = metrics
+        self.metrics = m
+        self.seed = seed
+        self.device = torch.device(device)
         self.shots = target.shots
         self.weights_dir = m.weights_dir or None
-        self.extractor = build_extractor(m.fid_backbone, self.weights_dir, spec.device)
+        # Built in this order on purpose: building a network draws its random initial weights
+        # from the global RNG, and training continues from that RNG state.
+        self.extractor = fid_extractor(m.fid_backbone, self.weights_dir, device)
         self.real_stats = real_statistics(target.full, self.extractor)
-        self.lpips_net = self._lpips_net(m.lpips_backbone)
+        self.lpips_net = lpips_net(m.lpips_backbone, self.weights_dir)
         self.n_samples = max(m.fid_n_gen, m.lpips_n_samples, m.n_grid)
-        self.domain = (spec.target.data[len(TOYFACES_PREFIX):]
-                       if spec.target.data.startswith(TOYFACES_PREFIX) else None)
-        self.realism = self._realism(m.realism)
-        self.ground_truth = self._ground_truth() if m.ground_truth else None
+        self.realism = realism_scorer(m.realism, m.realism_classifier, target.domain)
+        self.ground_truth = _GroundTruth(target) if m.ground_truth else None
         self.protocol = {
             "fid_backbone": self.extractor.name,
             "fid_n_gen": m.fid_n_gen,
@@ -58,71 +69,21 @@ class Evaluator:
             "lpips_n_samples": m.lpips_n_samples,
             "lpips_max_per_cluster": m.lpips_max_per_cluster,
             "lpips_centres": f"the {target.shots.shape[0]} training shots",
-            "realism": m.realism or "none",
+            "realism": m.realism_classifier if m.realism == "classifier" else m.realism,
             "ground_truth": bool(m.ground_truth),
             "samples": "g_ema, truncation 1, fixed latents and noise per seed, 8-bit quantised",
-            "evaluation_iterations": spec.schedule.evaluation_points(),
         }
-
-    def _lpips_net(self, name: str):
-        if name == "toy":
-            from adaptscope.metrics.toynet import load_toynet
-
-            return load_toynet()
-        from adaptscope.metrics.lpips_embed import resolve_lpips_net
-
-        return resolve_lpips_net(name, self.weights_dir)
-
-    def _realism(self, name: str):
-        if not name:
-            return None
-        if name == "toy":
-            if self.domain is None:
-                raise ValueError("metrics.realism = 'toy' needs a toyfaces target; train a "
-                                 "classifier with `adaptscope realism train` for real data")
-            from adaptscope.metrics.toynet import load_toynet
-
-            net = load_toynet()
-            return lambda x: net.p_target(x, self.domain)
-        from adaptscope.metrics.realism import load_realism_classifier
-
-        classifier = load_realism_classifier(name)
-        return classifier.p_target
-
-    def _ground_truth(self):
-        if self.domain is None:
-            raise ValueError("metrics.ground_truth needs a toyfaces target (known attributes)")
-        from adaptscope.data import toyfaces
-        from adaptscope.metrics.toynet import load_toynet
-
-        spec = self.spec.target
-        reference = toyfaces.attributes(self.domain, toyfaces.full_set(self.domain))
-        shots = toyfaces.attributes(
-            self.domain, toyfaces.few_shot_indices(self.domain, spec.shots, spec.shots_seed))
-        columns = [int(c) for c in np.flatnonzero(toyfaces.observable(self.domain))]
-        return load_toynet(), reference, shots, columns
-
-    def _latent_batches(self, g: Generator):
-        """The run's fixed evaluation latents and noise maps, in batches."""
-        rng = torch.Generator().manual_seed(self.spec.seed + EVAL_SEED_OFFSET)
-        done = 0
-        bs = self.spec.metrics.batch_size
-        while done < self.n_samples:
-            n = min(bs, self.n_samples - done)
-            z = torch.randn(n, g.style_dim, generator=rng)
-            yield z, g.make_noise(n, generator=rng)
-            done += n
 
     @torch.no_grad()
     def evaluate(self, g_ema: Generator) -> Evaluation:
-        m = self.spec.metrics
-        device = torch.device(self.spec.device)
+        m = self.metrics
         g_ema.eval()
         feats, kept, p_t, attrs = [], [], [], []
         n_fid = n_kept = 0
         n_keep = max(m.lpips_n_samples, m.n_grid)
-        for z, noise in self._latent_batches(g_ema):
-            img, _ = g_ema([z.to(device)], noise=noise)
+        latents = FixedLatents(g_ema, self.seed + EVAL_SEED_OFFSET)
+        for z, noise in latents.batches(self.n_samples, m.batch_size):
+            img, _ = g_ema([z.to(self.device)], noise=noise)
             u8 = to_uint8(img)  # measured as the saved 8-bit images would be
             x = from_uint8(u8)  # CPU: the metric networks are built on the CPU
             if n_fid < m.fid_n_gen:
@@ -133,14 +94,13 @@ class Evaluator:
                 kept.append(u8)
                 n_kept += len(u8)
             if self.realism is not None:
-                p_t.append(self.realism(x).float().cpu())
+                p_t.append(self.realism.p_target(x).float().cpu())
             if self.ground_truth is not None:
-                attrs.append(self.ground_truth[0].predict_attributes(x).cpu().numpy())
+                attrs.append(self.ground_truth.net.predict_attributes(x).cpu().numpy())
         samples = np.concatenate(kept)
         result = intra_cluster_lpips(
             from_uint8(samples[: m.lpips_n_samples]), self.shots, self.lpips_net,
-            max_per_cluster=m.lpips_max_per_cluster, seed=self.spec.seed,
-            weights_dir=self.weights_dir)
+            max_per_cluster=m.lpips_max_per_cluster, seed=self.seed)
         metrics: dict[str, Any] = {
             "fid": fid_from_features(np.concatenate(feats), self.real_stats),
             "fid_backbone": self.extractor.name,
@@ -152,16 +112,27 @@ class Evaluator:
             "nearest_shot_lpips": result.nearest_shot_lpips,
         }
         if self.ground_truth is not None:
-            from adaptscope.metrics.groundtruth import (
-                attribute_coverage,
-                nearest_shot_agreement,
-                shot_replication,
-            )
-
-            predicted = np.concatenate(attrs)
-            _, reference, shots, observable = self.ground_truth
-            metrics["gt_coverage"] = attribute_coverage(predicted, reference)
-            # Only attributes the target shows can be replicated (sunglasses hide eye size).
-            metrics["gt_replication"] = shot_replication(predicted, shots, observable)
-            metrics["gt_shot_agreement"] = nearest_shot_agreement(predicted, shots, observable)
+            metrics.update(self.ground_truth.measure(np.concatenate(attrs)))
         return Evaluation(metrics=metrics, grid=samples[: m.n_grid])
+
+
+class _GroundTruth:
+    """The embedded world's attribute measures: the target's attributes are known exactly."""
+
+    def __init__(self, target: TargetData):
+        if target.domain is None:
+            raise ConfigError("metrics.ground_truth needs a toyfaces target (known attributes); "
+                              "set metrics.ground_truth = false for an image folder")
+        domain = target.domain
+        self.net = load_toynet()
+        self.reference = toyfaces.attributes(domain, toyfaces.full_set(domain))
+        self.shots = toyfaces.attributes(domain, target.shot_indices)
+        self.observable = [int(c) for c in np.flatnonzero(toyfaces.observable(domain))]
+
+    def measure(self, predicted: np.ndarray) -> dict[str, float]:
+        return {
+            "gt_coverage": attribute_coverage(predicted, self.reference),
+            # Only attributes the target shows can be replicated (sunglasses hide eye size).
+            "gt_replication": shot_replication(predicted, self.shots, self.observable),
+            "gt_shot_agreement": nearest_shot_agreement(predicted, self.shots, self.observable),
+        }

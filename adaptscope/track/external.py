@@ -17,13 +17,13 @@ from typing import Any
 
 import torch
 
-from adaptscope.data.domains import load_domain
-from adaptscope.models import CheckpointError, load_checkpoint
-from adaptscope.track import schema
+from adaptscope.errors import CheckpointError
+from adaptscope.models import load_checkpoint
+from adaptscope.spec import RunSpec, source_checkpoint_path
+from adaptscope.track.rundir import RunDir
 from adaptscope.track.store import recorded_iterations
+from adaptscope.track.target import load_target
 from adaptscope.track.tracker import Tracker
-from adaptscope.train.loop import source_checkpoint_path, write_run_config
-from adaptscope.train.spec import RunSpec
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
 _DIGITS = re.compile(r"\d+")
@@ -73,17 +73,17 @@ def track_checkpoints(
     checkpoint already is). `images_seen` assumes the experiment's batch size; the wall time of
     a run trained elsewhere is unknown and left empty.
     """
-    run_dir = Path(run_dir)
+    folder = RunDir(Path(run_dir))
     emit = on_event or (lambda event: None)
     todo = dict(checkpoints)
     if include_source and 0 not in todo:
-        todo[0] = source_checkpoint_path(spec)
+        todo[0] = source_checkpoint_path(spec.source)
     if not todo:
         raise CheckpointError("no checkpoints to evaluate")
-    write_run_config(spec, run_dir)
+    folder.write_spec(spec)
     torch.set_num_threads(spec.threads)
     device = torch.device(spec.device)
-    pending = sorted(i for i in todo if i not in recorded_iterations(run_dir))
+    pending = sorted(i for i in todo if i not in recorded_iterations(folder.path))
     done = len(todo) - len(pending)
     emit({"kind": "start", "run_id": spec.run_id, "done": done, "total": len(todo)})
     tracker, size = None, None
@@ -91,9 +91,9 @@ def track_checkpoints(
         g_ema = load_checkpoint(todo[iteration]).g_ema.to(device).eval()
         if tracker is None:
             size = g_ema.size
-            target = load_domain(spec.target.data, size, spec.target.shots,
+            target = load_target(spec.target.data, size, spec.target.shots,
                                  spec.target.shots_seed, spec.target.files)
-            tracker = Tracker(spec, run_dir, target)
+            tracker = Tracker(spec, folder, target)
         elif g_ema.size != size:
             raise CheckpointError(f"{todo[iteration]}: a {g_ema.size} px generator among "
                                   f"{size} px ones")
@@ -101,5 +101,5 @@ def track_checkpoints(
         done += 1
         emit({"kind": "eval", "run_id": spec.run_id, "iteration": iteration, "done": done,
               "total": len(todo), "metrics": row})
-    (run_dir / schema.DONE_FILE).write_text(f"evaluated {len(todo)} external checkpoints\n")
-    return run_dir
+    folder.mark_done(f"evaluated {len(todo)} external checkpoints")
+    return folder.path

@@ -45,16 +45,3 @@ META_VERSION = "adaptscope.version"  # adaptscope version that wrote the file
 META_PROTOCOL = "adaptscope.protocol"  # evaluation protocol, JSON (backbones, sample counts, ...)
 META_SCHEMA = "adaptscope.schema"  # schema version of this table
 SCHEMA_VERSION = "1"
-
-# File names inside a run directory.
-TRAJECTORY_FILE = "trajectory.parquet"
-CONFIG_FILE = "config.toml"
-SAMPLES_DIR = "samples"  # samples/iter_000500.png (grid) and samples/iter_000500.npy (uint8 NHWC)
-SHOTS_FILE = "shots.npy"  # the few-shot training images, uint8 NHWC (and shots.png)
-CHECKPOINT_DIR = "checkpoints"
-DONE_FILE = "DONE"  # written when a run has finished its schedule
-
-
-def sample_file(iteration: int, suffix: str) -> str:
-    """Relative path of the sample grid saved at `iteration` (`suffix` is 'png' or 'npy')."""
-    return f"{SAMPLES_DIR}/iter_{iteration:06d}.{suffix}"

@@ -12,7 +12,6 @@ import json
 import math
 import numbers
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from adaptscope.errors import TrajectoryError
+from adaptscope.files import atomic_write, stale_temporaries
 from adaptscope.track import schema
+from adaptscope.track.rundir import TRAJECTORY_FILE
 
 PathLike = str | os.PathLike
 
@@ -33,12 +35,6 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
 }
 # Columns that every row must carry a value for (non-nullable in the contract).
 REQUIRED_VALUES: tuple[str, ...] = (*schema.ID_COLUMNS, "iteration", "images_seen")
-_TEMP_PREFIX = f".{schema.TRAJECTORY_FILE}."
-_TEMP_SUFFIX = ".tmp"
-
-
-class TrajectoryError(ValueError):
-    """A trajectory cannot be written or read as the schema promises."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -112,7 +108,7 @@ def _canonical_json(obj: Any) -> str:
 
 
 def _metadata(config: Mapping[str, Any], protocol: Mapping[str, Any]) -> dict[str, str]:
-    from adaptscope import __version__
+    from adaptscope.version import __version__
 
     return {
         schema.META_CONFIG: _canonical_json(config),
@@ -184,31 +180,12 @@ def _same_row(a: Mapping[str, Any], b: Mapping[str, Any], columns: Iterable[str]
 
 def _remove_stale_temporaries(run_dir: Path) -> None:
     # Left behind only by a writer killed mid-write; the tracker is the sole writer of a run.
-    for stale in run_dir.glob(f"{_TEMP_PREFIX}*{_TEMP_SUFFIX}"):
+    for stale in stale_temporaries(run_dir, TRAJECTORY_FILE):
         stale.unlink(missing_ok=True)
 
 
 def _write_atomically(table: pa.Table, target: Path) -> None:
-    fd, tmp_name = tempfile.mkstemp(prefix=_TEMP_PREFIX, suffix=_TEMP_SUFFIX, dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            pq.write_table(table, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(target.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
+    atomic_write(target, lambda handle: pq.write_table(table, handle))
 
 
 def append_rows(
@@ -230,7 +207,7 @@ def append_rows(
         return
     if not run_dir.is_dir():
         raise TrajectoryError(f"{run_dir}: run directory does not exist")
-    target = run_dir / schema.TRAJECTORY_FILE
+    target = run_dir / TRAJECTORY_FILE
     new_rows, new_extra = _normalise_rows(rows, run_dir)
     metadata = _metadata(config, protocol)
     _remove_stale_temporaries(run_dir)
@@ -279,7 +256,7 @@ def append_rows(
 
 def recorded_iterations(run_dir: PathLike) -> set[int]:
     """Iterations already in `run_dir`'s trajectory (empty when there is none yet)."""
-    target = Path(run_dir) / schema.TRAJECTORY_FILE
+    target = Path(run_dir) / TRAJECTORY_FILE
     if not target.exists():
         return set()
     table, _, _ = _read_table(target)
@@ -306,13 +283,13 @@ def find_trajectory_files(path_or_paths: PathLike | Iterable[PathLike]) -> list[
         if path.is_file():
             hits = [path]
         elif path.is_dir():
-            direct = path / schema.TRAJECTORY_FILE
-            hits = [direct] if direct.is_file() else sorted(path.rglob(schema.TRAJECTORY_FILE))
+            direct = path / TRAJECTORY_FILE
+            hits = [direct] if direct.is_file() else sorted(path.rglob(TRAJECTORY_FILE))
         else:
             raise TrajectoryError(f"{path}: no such file or directory")
         if not hits:
             raise TrajectoryError(
-                f"{path}: no {schema.TRAJECTORY_FILE} found in this directory or below it"
+                f"{path}: no {TRAJECTORY_FILE} found in this directory or below it"
             )
         found += hits
     unique: dict[Path, Path] = {}
@@ -363,9 +340,9 @@ def read_metadata(path: PathLike) -> dict[str, Any]:
     `path` is a run directory or a trajectory parquet file.
     """
     path = Path(path)
-    target = path / schema.TRAJECTORY_FILE if path.is_dir() else path
+    target = path / TRAJECTORY_FILE if path.is_dir() else path
     if not target.is_file():
-        raise TrajectoryError(f"{path}: no {schema.TRAJECTORY_FILE} here")
+        raise TrajectoryError(f"{path}: no {TRAJECTORY_FILE} here")
     _, _, meta = _read_table(target)
 
     def parsed(key: str) -> Any:

@@ -7,33 +7,33 @@ atomically, so a kill at any moment leaves every earlier row readable.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from adaptscope.data.domains import TargetData
 from adaptscope.images import save_grid, to_uint8
 from adaptscope.models import Generator
-from adaptscope.track import schema
+from adaptscope.spec import RunSpec
 from adaptscope.track.evaluate import Evaluator
+from adaptscope.track.rundir import RunDir
 from adaptscope.track.store import append_rows, recorded_iterations
-from adaptscope.train.spec import RunSpec
+from adaptscope.track.target import TargetData
 
 
 class Tracker:
     """Evaluates on the schedule and appends one trajectory row per evaluation."""
 
-    def __init__(self, spec: RunSpec, run_dir: Path, target: TargetData):
+    def __init__(self, spec: RunSpec, run_dir: RunDir, target: TargetData):
         self.spec = spec
-        self.run_dir = Path(run_dir)
-        self.recorded = recorded_iterations(self.run_dir)
-        self.evaluator = Evaluator(spec, target)
+        self.run_dir = run_dir
+        self.recorded = recorded_iterations(run_dir.path)
+        self.evaluator = Evaluator(spec.metrics, target, spec.seed, spec.device)
         self.config = spec.to_dict()
-        self.protocol = self.evaluator.protocol
+        self.protocol = {**self.evaluator.protocol,
+                         "evaluation_iterations": spec.schedule.evaluation_points()}
         shots = to_uint8(target.shots)
-        np.save(self.run_dir / schema.SHOTS_FILE, shots)
-        save_grid(shots, self.run_dir / "shots.png", ncol=len(shots))
+        np.save(run_dir.shots_npy, shots)
+        save_grid(shots, run_dir.shots_png, ncol=len(shots))
 
     def record(self, iteration: int, images_seen: int, wall_time_s: float,
                g_ema: Generator) -> dict[str, Any] | None:
@@ -47,9 +47,11 @@ class Tracker:
                "iteration": iteration, "images_seen": images_seen,
                "wall_time_s": wall_time_s, **result.metrics}
         # Grid first: a row in the table always has its samples on disk.
-        (self.run_dir / schema.SAMPLES_DIR).mkdir(exist_ok=True)
-        np.save(self.run_dir / schema.sample_file(iteration, "npy"), result.grid)
-        save_grid(result.grid, self.run_dir / schema.sample_file(iteration, "png"))
-        append_rows(self.run_dir, [row], config=self.config, protocol=self.protocol)
+        np_path, png_path = self.run_dir.sample(iteration, "npy"), self.run_dir.sample(iteration,
+                                                                                       "png")
+        np_path.parent.mkdir(exist_ok=True)
+        np.save(np_path, result.grid)
+        save_grid(result.grid, png_path)
+        append_rows(self.run_dir.path, [row], config=self.config, protocol=self.protocol)
         self.recorded.add(iteration)
         return row

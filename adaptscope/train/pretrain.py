@@ -5,7 +5,9 @@ StyleGAN2 configuration of NVIDIA's StyleGAN2-ADA for 32 px (CIFAR-10: 2 mapping
 learning rate 0.0025, no path-length regularisation, no style mixing) with an EMA half-life of
 10k images ramped up over the first images, as that configuration does. R1 gamma is 0.1: the
 256 px FFHQ value (10) is far too strong at 32 px, and that configuration's 0.01 let the
-discriminator win outright at batch 16 without augmentation.
+discriminator win outright at batch 16 without augmentation. Each step is the shared GAN step
+(`adaptscope.train.step`) with no method, so R1 is a separate lazy step as in adaptation; the
+shipped model was trained before that, with R1 added to the logistic loss's D step.
 """
 
 from __future__ import annotations
@@ -18,16 +20,13 @@ from pathlib import Path
 
 import torch
 
-from adaptscope.data import toyfaces
+from adaptscope.embedded import toyfaces
 from adaptscope.images import save_grid, to_uint8
+from adaptscope.methods import Method, MethodContext
 from adaptscope.models import Discriminator, Generator, load_checkpoint, save_checkpoint
-from adaptscope.train.losses import (
-    d_logistic_loss,
-    d_r1_penalty,
-    ema_update,
-    g_nonsaturating_loss,
-)
-from adaptscope.train.state import lazy_adam, restore
+from adaptscope.spec import LoopSpec
+from adaptscope.train.state import restore
+from adaptscope.train.step import GANStep
 
 
 @dataclass
@@ -87,11 +86,15 @@ def pretrain_source(cfg: PretrainConfig, out_dir: str | Path, *, log=print) -> P
     g_ema, _ = build_networks(cfg.model)
     g_ema.load_state_dict(g.state_dict())
     g_ema.eval().requires_grad_(False)
-    g_opt = torch.optim.Adam(g.parameters(), lr=cfg.lr, betas=(0.0, 0.99))
-    d_opt = lazy_adam(d.parameters(), cfg.lr, cfg.r1_every)
+    # Pretraining is the shared GAN step with no method: plain latents, image-level D, no
+    # source networks, no path-length regularisation or mixing (the 32 px recipe).
+    loop = LoopSpec(batch=cfg.batch, lr=cfg.lr, r1_gamma=cfg.r1_gamma, r1_every=cfg.r1_every,
+                    path_regularize=0.0, mixing=0.0)
+    method = Method(Method.Params(), MethodContext(g=g, d=d, mixing=0.0))
+    train_step = GANStep(g, d, g_ema, method, loop)
     step = 0
     if ckpt_path.exists():
-        step = int(restore(ckpt_path, g, d, g_ema, g_opt, d_opt)["step"])
+        step = int(restore(ckpt_path, g, d, g_ema, train_step.g_opt, train_step.d_opt)["step"])
         log(f"resumed from {ckpt_path} at step {step}")
 
     fixed_z = torch.randn(32, cfg.model.style_dim, generator=torch.Generator().manual_seed(1234))
@@ -99,37 +102,16 @@ def pretrain_source(cfg: PretrainConfig, out_dir: str | Path, *, log=print) -> P
     last_r1 = None  # null in the log when R1 is off
     with (out / "log.jsonl").open("a") as log_file:
         while step < cfg.steps:
-            real = _real_batch(cfg, step)
-            # Discriminator step (with lazy R1).
-            g.requires_grad_(False)
-            d.requires_grad_(True)
-            with torch.no_grad():
-                fake, _ = g([torch.randn(cfg.batch, cfg.model.style_dim)])
-            d_loss = d_logistic_loss(d(real), d(fake))
-            d_opt.zero_grad(set_to_none=True)
-            d_loss.backward()
-            if cfg.r1_gamma > 0 and step % cfg.r1_every == 0:
-                real.requires_grad_(True)
-                r1 = d_r1_penalty(d(real), real)
-                last_r1 = r1.item()  # logged until the next lazy R1 step
-                (cfg.r1_gamma / 2 * r1 * cfg.r1_every).backward()
-            d_opt.step()
-            # Generator step.
-            g.requires_grad_(True)
-            d.requires_grad_(False)
-            fake, _ = g([torch.randn(cfg.batch, cfg.model.style_dim)])
-            g_loss = g_nonsaturating_loss(d(fake))
-            g_opt.zero_grad(set_to_none=True)
-            g_loss.backward()
-            g_opt.step()
-            step += 1
-            images = step * cfg.batch
+            images = (step + 1) * cfg.batch
             half_life = min(cfg.ema_half_life_images, cfg.ema_rampup * images)
-            ema_update(g_ema, g, 0.5 ** (cfg.batch / max(half_life, 1e-8)))
-
+            losses = train_step(step, _real_batch(cfg, step),
+                                ema_decay=0.5 ** (cfg.batch / max(half_life, 1e-8)))
+            if "r1" in losses:
+                last_r1 = losses["r1"].item()  # logged until the next lazy R1 step
+            step += 1
             if step % 50 == 0:
-                rec = {"step": step, "images": images, "d_loss": d_loss.item(),
-                       "g_loss": g_loss.item(), "r1": last_r1,
+                rec = {"step": step, "images": images, "d_loss": losses["d_adv"].item(),
+                       "g_loss": losses["g_adv"].item(), "r1": last_r1,
                        "sec": round(time.perf_counter() - t0, 1)}
                 log_file.write(json.dumps(rec) + "\n")
                 log_file.flush()
@@ -138,11 +120,12 @@ def pretrain_source(cfg: PretrainConfig, out_dir: str | Path, *, log=print) -> P
                     sample, _ = g_ema([fixed_z])
                 save_grid(to_uint8(sample), out / f"samples_{step:06d}.png", scale=2)
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                save_checkpoint(ckpt_path, g_ema=g_ema, g=g, d=d, g_optim=g_opt.state_dict(),
-                                d_optim=d_opt.state_dict(), torch_rng=torch.get_rng_state(),
-                                step=step)
-                log(f"step {step}/{cfg.steps}  d {d_loss.item():.3f}  g {g_loss.item():.3f}  "
-                    f"{time.perf_counter() - t0:.0f}s")
+                save_checkpoint(ckpt_path, g_ema=g_ema, g=g, d=d,
+                                g_optim=train_step.g_opt.state_dict(),
+                                d_optim=train_step.d_opt.state_dict(),
+                                torch_rng=torch.get_rng_state(), step=step)
+                log(f"step {step}/{cfg.steps}  d {losses['d_adv'].item():.3f}  "
+                    f"g {losses['g_adv'].item():.3f}  {time.perf_counter() - t0:.0f}s")
     return ckpt_path
 
 

@@ -1,8 +1,7 @@
 """Executing many RunSpecs: one process per run on CPU cores, live progress, a final summary.
 
 On a CPU, one single-threaded process per run beats one run at a time with every thread for the
-embedded world's small models once runs are a few hundred iterations long (two cores, 500
-iterations: 1.12x; at 100 iterations process start-up dominates and it is 0.87x; see
+embedded world's small models once runs are a few hundred iterations long (measured by
 experiments/benchmarks/bench_parallel_runs.py). Each run is independent and resumable, so a
 failure in one run never stops or corrupts the others.
 """
@@ -28,9 +27,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from adaptscope.config import read_toml
-from adaptscope.track import schema
-from adaptscope.train.spec import RunSpec, spec_from_dict
+from adaptscope.errors import RunDirectoryError
+from adaptscope.spec import RunSpec, spec_from_dict
+from adaptscope.track.rundir import RunDir, started_runs
 
 
 @dataclass
@@ -41,21 +40,17 @@ class PlannedRun:
     error: str = ""
 
 
-class RunDirectoryError(ValueError):
-    """A run directory that cannot be (re)used as asked."""
-
-
 def plan(specs: list[RunSpec], out: Path) -> list[PlannedRun]:
     """Map specs to run directories; finished runs are kept, unfinished ones need --resume."""
     planned = []
     for spec in specs:
-        run_dir = out / spec.run_id
-        run = PlannedRun(spec, run_dir)
-        if (run_dir / schema.DONE_FILE).exists():
+        folder = RunDir(out / spec.run_id)
+        run = PlannedRun(spec, folder.path)
+        if folder.is_done():
             run.status = "complete"
-        elif (run_dir / schema.CONFIG_FILE).exists():
+        elif folder.is_started():
             raise RunDirectoryError(
-                f"{run_dir} holds an unfinished run; pass --resume to continue it, or choose "
+                f"{folder.path} holds an unfinished run; pass --resume to continue it, or choose "
                 "another --out")
         planned.append(run)
     return planned
@@ -63,11 +58,8 @@ def plan(specs: list[RunSpec], out: Path) -> list[PlannedRun]:
 
 def unfinished_runs(out: Path) -> list[PlannedRun]:
     """Every run under `out` that has a config but has not finished its schedule."""
-    runs = []
-    for config in sorted(out.glob(f"*/{schema.CONFIG_FILE}")):
-        if not (config.parent / schema.DONE_FILE).exists():
-            runs.append(PlannedRun(spec_from_dict(read_toml(config)), config.parent))
-    return runs
+    return [PlannedRun(folder.read_spec(), folder.path) for folder in started_runs(out)
+            if not folder.is_done()]
 
 
 def default_workers(runs: list[PlannedRun], device: str) -> int:

@@ -33,7 +33,7 @@ def restore(path: Path, g: Generator, d: Discriminator, g_ema: Generator,
     g_opt.load_state_dict(ck.extra["g_optim"])
     d_opt.load_state_dict(ck.extra["d_optim"])
     torch.set_rng_state(ck.extra["torch_rng"])
-    device = g.input.input.device
+    device = g.device
     if ck.extra.get("device_rng") is not None and device.type == "cuda":
         torch.cuda.set_rng_state(ck.extra["device_rng"], device)
     return ck.extra

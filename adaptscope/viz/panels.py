@@ -62,6 +62,7 @@ def recorded(df: pd.DataFrame, column: str) -> bool:
 
 
 def experiment_title(source: str, target: str, shots: int) -> str:
+    """How every figure, table and report names an experiment."""
     return f"{source} → {target}, {int(shots)}-shot"
 
 

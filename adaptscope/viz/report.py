@@ -16,6 +16,7 @@ import pandas as pd
 
 from adaptscope.track.store import PathLike, find_trajectory_files, load_trajectories, read_metadata
 from adaptscope.viz.figures import FigureSet, make_figures, parse_formats
+from adaptscope.viz.panels import experiment_title
 from adaptscope.viz.summary import summarize
 from adaptscope.viz.tables import display_table, to_markdown
 
@@ -54,7 +55,7 @@ def _runs_table(df: pd.DataFrame, meta: dict[str, dict]) -> pd.DataFrame:
             {
                 "run": run_id,
                 "method": first["method"],
-                "experiment": f"{first['source']} → {first['target']}, {int(first['shots'])}-shot",
+                "experiment": experiment_title(first["source"], first["target"], first["shots"]),
                 "seed": int(first["seed"]),
                 "evaluations": len(run),
                 "last iteration": int(run["iteration"].max()),
@@ -129,7 +130,7 @@ def write_report(
     formats: Sequence[str] = ("png",),
 ) -> Report:
     """Load trajectories from `paths` and write figures, summary.{csv,md} and index.html."""
-    from adaptscope import __version__
+    from adaptscope.version import __version__
 
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     out_dir = Path(out_dir)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from adaptscope.track import schema
+from adaptscope.track import rundir
 from adaptscope.viz.panels import EXPERIMENT_COLUMNS, FigureSkipped, experiment_title
 from adaptscope.viz.style import figure_style, method_label, method_palette, ordered_methods
 
@@ -33,7 +33,7 @@ def _images(path: Path, indices: Sequence[int]) -> np.ndarray | None:
 def _shots(run_dirs: Sequence[Path]) -> np.ndarray | None:
     """The first run's few-shot images as a uint8 (n, H, W, 3) array, if it saved them."""
     for run_dir in run_dirs:
-        path = run_dir / schema.SHOTS_FILE
+        path = run_dir / rundir.SHOTS_NPY
         if path.is_file():
             shots = np.load(path)
             if shots.ndim == 4 and shots.shape[-1] == 3 and len(shots):
@@ -60,6 +60,19 @@ def _chosen_runs(df: pd.DataFrame, seed: int | None) -> dict[str, pd.DataFrame]:
         if not rows.empty:
             chosen[method] = rows[rows["run_id"] == rows["run_id"].iloc[0]]
     return chosen
+
+
+def _draw_cell(ax, image: np.ndarray | None) -> None:
+    """One grid cell: the samples of one method at one iteration, or a note that none exist."""
+    if image is None:
+        ax.text(0.5, 0.5, "not saved", ha="center", va="center", fontsize=8, color="0.5",
+                transform=ax.transAxes)
+    else:
+        ax.imshow(image, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
 
 
 def plot_sample_evolution(
@@ -95,7 +108,7 @@ def plot_sample_evolution(
         raise FigureSkipped("sample evolution: the run directories of these runs are unknown")
 
     def sample_path(method: str, it: int) -> Path:
-        return dirs[method] / schema.sample_file(it, "npy")
+        return dirs[method] / rundir.sample_file(it, "npy")
 
     available = {
         m: [int(i) for i in runs[m]["iteration"] if sample_path(m, int(i)).is_file()] for m in dirs
@@ -107,7 +120,7 @@ def plot_sample_evolution(
     )
     if not columns:
         raise FigureSkipped(
-            f"sample evolution: no {schema.SAMPLES_DIR}/iter_*.npy files in the run directories"
+            f"sample evolution: no {rundir.SAMPLES_DIR}/iter_*.npy files in the run directories"
         )
     methods = [m for m in runs if m in dirs]
     shots = _shots([dirs[m] for m in methods])
@@ -131,24 +144,7 @@ def plot_sample_evolution(
         for r, method in enumerate(methods):
             for c, it in enumerate(columns):
                 ax = fig.add_subplot(grid[first_row + r, c])
-                image = _images(sample_path(method, it), latent_indices)
-                if image is None:
-                    ax.text(
-                        0.5,
-                        0.5,
-                        "not saved",
-                        ha="center",
-                        va="center",
-                        fontsize=8,
-                        color="0.5",
-                        transform=ax.transAxes,
-                    )
-                else:
-                    ax.imshow(image, interpolation="nearest")
-                ax.set_xticks([])
-                ax.set_yticks([])
-                for spine in ax.spines.values():
-                    spine.set_visible(False)
+                _draw_cell(ax, _images(sample_path(method, it), latent_indices))
                 if r == 0:
                     ax.set_title(f"it {it}", fontsize=10)
                 if c == 0:

@@ -6,6 +6,7 @@ import math
 
 import pandas as pd
 
+from adaptscope.viz.panels import experiment_title
 from adaptscope.viz.style import method_label
 
 # (summary quantity, column heading, decimals)
@@ -37,7 +38,7 @@ def display_table(summary: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for _, r in summary.iterrows():
         row = {
-            "experiment": f"{r['source']} → {r['target']}, {int(r['shots'])}-shot",
+            "experiment": experiment_title(r["source"], r["target"], r["shots"]),
             "method": method_label(str(r["method"])),
             "seeds": str(int(r["n_seeds"])),
         }

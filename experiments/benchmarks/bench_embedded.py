@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 
-from adaptscope.data.domains import load_domain
 from adaptscope.models import load_checkpoint
 from adaptscope.track.evaluate import Evaluator
+from adaptscope.track.target import load_target
+from adaptscope.train.experiment import load_experiment
 from adaptscope.train.loop import run_adaptation, source_checkpoint_path
-from adaptscope.train.spec import load_experiment
 
 
 def main() -> None:
@@ -34,7 +34,7 @@ def main() -> None:
     spec = cfg.runs()[0]
 
     g_ema = load_checkpoint(source_checkpoint_path(spec)).g_ema
-    target = load_domain(spec.target.data, g_ema.size, spec.target.shots)
+    target = load_target(spec.target.data, g_ema.size, spec.target.shots)
     evaluator = Evaluator(spec, target)
     evaluator.evaluate(g_ema)  # warm-up (first call builds lazily cached pieces)
     times = []

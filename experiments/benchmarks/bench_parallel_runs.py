@@ -18,7 +18,7 @@ from pathlib import Path
 from rich.console import Console
 
 from adaptscope.train import runner
-from adaptscope.train.spec import load_experiment
+from adaptscope.train.experiment import load_experiment
 
 
 def timed(workers: int, threads: int, iterations: int, out: Path) -> float:

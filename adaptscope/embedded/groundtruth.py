@@ -25,7 +25,7 @@ def attribute_columns(attributes: Sequence[str | int] | None, n_columns: int) ->
     """Column indices of `attributes` (ToyFaces names or indices); None means all columns."""
     if attributes is None:
         return list(range(n_columns))
-    from adaptscope.data.toyfaces import ATTRIBUTE_NAMES
+    from adaptscope.embedded.toyfaces import ATTRIBUTE_NAMES
 
     cols = []
     for a in attributes:

@@ -1,22 +1,22 @@
-"""Experiment configs and RunSpecs: a run is a pure function of its RunSpec.
+"""The run description: a run is a pure function of its RunSpec.
 
 An experiment (a TOML file) names methods x seeds over one source, target, schedule, loop and
 metric protocol; it expands into one `RunSpec` per (method, seed), which is all a launcher needs
-to execute or resume that run anywhere.
+to execute or resume that run anywhere. Both training and tracking read these plain dataclasses;
+loading an experiment and checking its methods belongs to `adaptscope.train.experiment`.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from adaptscope.config import ConfigError, apply_overrides, from_dict, read_toml, to_dict
-from adaptscope.methods.plugins import PluginError, import_plugins, resolve_plugin
+from adaptscope.config import from_dict, to_dict
+from adaptscope.embedded import TOY_SOURCE, asset
 
-EMBEDDED_SOURCE = "toy"  # the shipped toy source StyleGAN2
+EMBEDDED_SOURCE = TOY_SOURCE
 
 
 @dataclass
@@ -77,12 +77,13 @@ class LoopSpec:
 class MetricsSpec:
     """The evaluation protocol, recorded with every trajectory."""
 
-    fid_backbone: str = "inception"  # "inception" or "toy"
+    fid_backbone: str = "inception"  # "inception" or "toy" (see adaptscope.track.backbones)
     fid_n_gen: int = 5000
     lpips_backbone: str = "vgg"  # "vgg", "alex" or "toy"
     lpips_n_samples: int = 1000
     lpips_max_per_cluster: int = 50
-    realism: str = ""  # "toy", a realism-classifier .pt from `adaptscope realism train`, or ""
+    realism: str = "none"  # p_t scorer: "none", "toy" (ToyFaces targets) or "classifier"
+    realism_classifier: str = ""  # with realism = "classifier": a .pt from `realism train`
     ground_truth: bool = False  # embedded world only: attribute coverage and replication
     n_grid: int = 8  # fixed latents shown in the sample grids
     batch_size: int = 50
@@ -151,50 +152,7 @@ def _slug(text: str) -> str:
 
 def default_config_path() -> Path:
     """The embedded default experiment shipped with the package."""
-    return Path(str(resources.files("adaptscope") / "assets" / "embedded-default.toml"))
-
-
-def _load_plugins(data: dict[str, Any], extra: list[str], where: str) -> None:
-    """Import the experiment's plugins (plus `extra`) and store them resolved in `data`."""
-    refs = data.get("plugins", [])
-    if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
-        raise ConfigError(f"{where}: plugins must be a list of module names or .py paths, "
-                          f"got {refs!r}")
-    refs = list(dict.fromkeys([*refs, *extra]))
-    if not refs:
-        return
-    try:
-        data["plugins"] = [resolve_plugin(r) for r in refs]
-        import_plugins(data["plugins"])
-    except PluginError as err:
-        raise ConfigError(f"{where}: {err}") from err
-
-
-def load_experiment(path: str | Path | None = None, overrides: list[str] | None = None,
-                    plugins: list[str] | None = None) -> ExperimentConfig:
-    """Read an experiment TOML (the embedded default when None) and apply `key=value` overrides.
-
-    Method hyperparameters live in a table named after the method (`[dcl]`, `--set dcl.tau=0.1`).
-    `plugins` are added to the experiment's own before its methods are looked up.
-    """
-    from adaptscope.methods import METHODS, get_method
-
-    source = Path(path) if path is not None else default_config_path()
-    data = apply_overrides(read_toml(source), overrides or [])
-    _load_plugins(data, plugins or [], str(source))
-    method_params = {k: data.pop(k) for k in list(data) if k in METHODS}
-    cfg = from_dict(ExperimentConfig, data, str(source))
-    for name in cfg.methods:
-        try:
-            cls = get_method(name)
-        except KeyError as err:
-            raise ConfigError(str(err.args[0])) from err
-        params = method_params.get(name, {})
-        from_dict(cls.Params, params, f"{source}: [{name}]")  # validate names and types now
-    cfg.method_params = method_params
-    if cfg.schedule.eval_every <= 0 or cfg.schedule.iterations < 0:
-        raise ConfigError(f"{source}: schedule needs eval_every > 0 and iterations >= 0")
-    return cfg
+    return asset("embedded-default.toml")
 
 
 def spec_from_dict(data: dict[str, Any]) -> RunSpec:
@@ -202,14 +160,8 @@ def spec_from_dict(data: dict[str, Any]) -> RunSpec:
     return from_dict(RunSpec, data, "run config")
 
 
-def method_class(spec: RunSpec):
-    """The spec's method, after importing the plugins that may register it."""
-    from adaptscope.methods import get_method
-
-    import_plugins(spec.plugins)
-    return get_method(spec.method)
-
-
-def method_params(spec: RunSpec):
-    """The method's hyperparameter dataclass, filled from the spec."""
-    return from_dict(method_class(spec).Params, spec.method_params, f"[{spec.method}]")
+def source_checkpoint_path(source: SourceSpec) -> Path:
+    """The file the source model is read from ("toy" names the shipped embedded model)."""
+    if source.checkpoint == EMBEDDED_SOURCE:
+        return asset("toy_source.pt")
+    return Path(source.checkpoint)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adaptscope.data import _raster as R
+from adaptscope.embedded import _raster as R
 
 DOMAINS: tuple[str, ...] = ("source", "sunglasses", "babies", "sketches")
 TARGET_DOMAINS: tuple[str, ...] = DOMAINS[1:]
@@ -428,10 +428,9 @@ def render(domain: str, indices, size: int, supersample: int = SUPERSAMPLE) -> n
 
 def render_tensor(domain: str, indices, size: int):
     """Images as a float32 torch tensor (n, 3, size, size) in [-1, 1], the models' input range."""
-    import torch
+    from adaptscope.images import from_uint8
 
-    arr = render(domain, indices, size)
-    return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0).contiguous()
+    return from_uint8(render(domain, indices, size)).contiguous()
 
 
 def write_domain(

@@ -18,27 +18,22 @@ import numpy as np
 import pandas as pd
 import torch
 
-from adaptscope.data import toyfaces
+from adaptscope.embedded import toyfaces
+from adaptscope.embedded.backbones import ToyExtractor
+from adaptscope.embedded.toynet import ToyNet, load_toynet
 from adaptscope.images import from_uint8, save_grid, to_uint8
-from adaptscope.metrics.extractors import ToyExtractor
 from adaptscope.metrics.fid import extract_features, feature_statistics, fid_from_features
-from adaptscope.metrics.toynet import ToyNet, load_toynet
-from adaptscope.models.stylegan2 import Generator
+from adaptscope.models import FixedLatents, Generator
 
 DOMAIN = "source"
-
-
-def _device(generator: Generator) -> torch.device:
-    return next(generator.parameters()).device
 
 
 def _latents(generator: Generator, seed: int, index: int) -> list[torch.Tensor]:
     """Latent and noise maps of sample `index`, from its own stream: a sample never depends on
     how many others are drawn or how they are batched."""
     state = np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0]
-    rng = torch.Generator().manual_seed(int(state >> np.uint64(1)))
-    z = torch.randn(1, generator.style_dim, generator=rng)
-    return [z, *(n.cpu() for n in generator.make_noise(1, generator=rng))]
+    z, noise = FixedLatents(generator, int(state >> np.uint64(1))).draw(1)
+    return [z, *(n.cpu() for n in noise)]
 
 
 @torch.no_grad()
@@ -48,7 +43,7 @@ def sample_images(generator: Generator, n: int, seed: int, batch_size: int = 64)
     and the first k of n samples equal ``sample_images(generator, k, seed)``."""
     if n < 1:
         raise ValueError(f"n must be positive, got {n}")
-    device = _device(generator)
+    device = generator.device
     was_training = generator.training
     generator.eval()
     out = []

@@ -1,7 +1,7 @@
-"""One way to name a target domain, whether embedded (``toyfaces:<domain>``) or an image folder.
+"""The target of a run: its full set (what FID is measured against) and its few shots.
 
-A run needs the same two things from either kind: the full target set (the real images FID is
-measured against) and the few shots it adapts on.
+One way to name it, whether embedded (``toyfaces:<domain>``, rendered) or an image folder or zip
+(read by `adaptscope.data`). Training adapts on the shots; tracking measures against both.
 """
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
-from adaptscope.data.errors import DataError
-
-TOYFACES_PREFIX = "toyfaces:"
+from adaptscope.data.folder import few_shot_subset, load_images
+from adaptscope.embedded import TOYFACES_PREFIX, toyfaces
+from adaptscope.errors import DataError
 
 
 class TargetData(NamedTuple):
@@ -23,9 +24,11 @@ class TargetData(NamedTuple):
     full: torch.Tensor
     shots: torch.Tensor
     description: str
+    domain: str | None = None  # the ToyFaces domain (known attributes); None for a folder
+    shot_indices: np.ndarray | None = None  # the shots' ToyFaces indices
 
 
-def load_domain(
+def load_target(
     spec: str,
     size: int,
     shots: int = 10,
@@ -40,8 +43,6 @@ def load_domain(
     """
     if spec.startswith(TOYFACES_PREFIX):
         return _toyfaces(spec[len(TOYFACES_PREFIX) :], size, shots, seed, files)
-    from adaptscope.data.folder import few_shot_subset, load_images
-
     names = few_shot_subset(spec, shots, seed=seed, files=files)
     full = load_images(spec, size)
     few = load_images(spec, size, files=names)
@@ -52,8 +53,6 @@ def load_domain(
 def _toyfaces(
     domain: str, size: int, shots: int, seed: int, files: Sequence[str] | None
 ) -> TargetData:
-    from adaptscope.data import toyfaces
-
     if domain not in toyfaces.TARGET_DOMAINS:
         raise DataError(
             f"{TOYFACES_PREFIX}{domain} is not a ToyFaces target; use one of "
@@ -72,4 +71,4 @@ def _toyfaces(
         f"ToyFaces {domain} at {size}px (full set: indices {rng.start}..{rng.stop - 1}; "
         f"shots: {', '.join(str(i) for i in shot_idx.tolist())})"
     )
-    return TargetData(full, few, desc)
+    return TargetData(full, few, desc, domain, shot_idx)

@@ -1,0 +1,98 @@
+"""Writing and reading files safely: the one atomic writer and the one weights-only loader.
+
+An interrupted write never leaves half a file that a later run would trust (results, checkpoints,
+cached statistics, trained networks), and nothing adaptscope reads can execute code while it is
+unpickled.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import IO, Any
+
+from adaptscope.errors import AdaptscopeError, WeightsError
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+    """Call `write(handle)` on a temporary file beside `path`, sync it, then rename it onto `path`.
+
+    The rename is atomic on one filesystem, so readers see the old file or the new one, never a
+    mix; the file gets the permissions of a normal `open()` (mkstemp's are private).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _sync_directory(path.parent)
+    return path
+
+
+def _sync_directory(folder: Path) -> None:
+    """Make a rename durable (best effort: not every platform can open a directory)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def stale_temporaries(folder: Path, name: str) -> list[Path]:
+    """Temporary files a writer of `folder/name` killed mid-write left behind."""
+    return list(Path(folder).glob(f".{name}.*.part"))
+
+
+def save_torch(obj: Any, path: str | os.PathLike) -> Path:
+    """`torch.save` through `atomic_write`."""
+    import torch
+
+    return atomic_write(path, lambda handle: torch.save(obj, handle))
+
+
+def load_weights_only(
+    path: str | os.PathLike,
+    *,
+    what: str = "weights file",
+    fix: str = "replace it with the right file",
+    error: type[AdaptscopeError] = WeightsError,
+    safe_globals: Iterable[Any] = (),
+) -> Any:
+    """`torch.load(path, weights_only=True)` on the CPU; every failure becomes one `error` that
+    names the file, what it should be (`what`) and what to do (`fix`)."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} {path} does not exist; {fix}")
+    if path.suffix == ".pkl":
+        raise error(f"{path} is a pickle, which needs arbitrary code to load; {fix}")
+    try:
+        with torch.serialization.safe_globals(list(safe_globals)):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise error(f"{path} needs arbitrary unpickling to load "
+                    f"({str(err).splitlines()[0]}); adaptscope only reads tensors and plain "
+                    f"data: {fix}") from err
+    except Exception as err:  # torch raises many types for damaged or foreign files
+        raise error(f"{path} is not a readable {what} (truncated or damaged?): {err}; "
+                    f"{fix}") from err

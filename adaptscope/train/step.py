@@ -1,0 +1,139 @@
+"""One StyleGAN2 training iteration, shared by source pretraining and every adaptation method.
+
+Phases, as in rosinality's train.py: discriminator main step (logistic loss), lazy R1 on real
+images every `r1_every` iterations, generator main step (non-saturating loss), lazy path-length
+regularisation every `path_every` iterations, EMA of G. A method (`adaptscope.methods.Method`)
+only says what differs: trainable parameters, latents, how D is read, extra G / D terms, a hook
+after the step. Pretraining is the plain `Method` with no source networks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from adaptscope.errors import TrainingDiverged
+from adaptscope.methods import Method, Step
+from adaptscope.models import Discriminator, Generator
+from adaptscope.spec import LoopSpec
+from adaptscope.train.losses import (
+    d_logistic_loss,
+    d_r1_penalty,
+    ema_update,
+    g_nonsaturating_loss,
+    g_path_length_penalty,
+)
+from adaptscope.train.state import lazy_adam
+
+
+def _set_grad(params: list[torch.nn.Parameter], flag: bool) -> None:
+    for p in params:
+        p.requires_grad_(flag)
+
+
+def _check(losses: dict[str, torch.Tensor], iteration: int) -> None:
+    for name, value in losses.items():
+        v = value.detach()
+        if not torch.isfinite(v).all():
+            raise TrainingDiverged(f"loss '{name}' became {v.item()} at iteration {iteration}")
+
+
+def _path_length_sample(g: Generator, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images and the W latents that path-length regularisation differentiates against.
+
+    With the mapping network training (the reference case) W carries its graph; a method that
+    freezes it leaves W without one, so the penalty starts from W itself.
+    """
+    if any(p.requires_grad for p in g.style.parameters()):
+        return g([z], return_latents=True)
+    w = g.style(z).detach().requires_grad_(True)
+    return g([w], input_is_latent=True, return_latents=True)
+
+
+@dataclass
+class GANStep:
+    """The networks, optimisers and running state of one training, and its iteration."""
+
+    g: Generator
+    d: Discriminator
+    g_ema: Generator
+    method: Method
+    loop: LoopSpec
+    g_params: list[torch.nn.Parameter] = field(init=False)
+    d_params: list[torch.nn.Parameter] = field(init=False)
+    g_opt: torch.optim.Adam = field(init=False)
+    d_opt: torch.optim.Adam = field(init=False)
+    mean_path_length: torch.Tensor = field(init=False)
+
+    def __post_init__(self) -> None:
+        loop, method = self.loop, self.method
+        self.g_params = list(method.trainable_g_parameters())
+        self.d_params = list(method.trainable_d_parameters())
+        self.d_params += [p for m in method.extra_d_modules() for p in m.parameters()]
+        for p in list(self.g.parameters()) + list(self.d.parameters()):
+            p.requires_grad_(False)
+        self.g_opt = lazy_adam(self.g_params, loop.lr, loop.path_every, loop.path_regularize > 0)
+        self.d_opt = lazy_adam(self.d_params, loop.lr, loop.r1_every, loop.r1_gamma > 0)
+        self.mean_path_length = torch.zeros((), device=self.g.device)
+
+    def __call__(self, iteration: int, real: torch.Tensor,
+                 ema_decay: float | None = None) -> dict[str, torch.Tensor]:
+        """Train one iteration on the real batch; returns every loss term computed (detached)."""
+        g, d, method, loop = self.g, self.d, self.method, self.loop
+        device = g.device
+        step = Step(iteration=iteration, real=real)
+        logged: dict[str, torch.Tensor] = {}
+
+        # --- discriminator: main step ---------------------------------------------------------
+        _set_grad(self.g_params, False)
+        _set_grad(self.d_params, True)
+        with torch.no_grad():
+            fake, _ = g([z.to(device) for z in method.sample_latents(step, loop.batch)])
+        d_losses = {"d_adv": d_logistic_loss(method.d_logits(step, step.real),
+                                             method.d_logits(step, fake)),
+                    **method.d_extra_losses(step, fake)}
+        self._backward(self.d_opt, d_losses, iteration, logged)
+
+        # --- discriminator: lazy R1 -----------------------------------------------------------
+        if loop.r1_gamma > 0 and iteration % loop.r1_every == 0:
+            real_in = step.real.detach().requires_grad_(True)
+            real_logits = d(real_in)
+            r1 = d_r1_penalty(real_logits, real_in)
+            # `0 * logits` (as the reference) keeps the logits in the graph: every D parameter
+            # then gets a gradient (zero where R1 does not reach it) instead of none, so Adam
+            # steps all of them and their optimiser state matches the reference's.
+            total = (loop.r1_gamma / 2 * r1 * loop.r1_every + 0 * real_logits[0]).sum()
+            self._backward(self.d_opt, {"r1": r1}, iteration, logged, total)
+
+        # --- generator: main step -------------------------------------------------------------
+        _set_grad(self.g_params, True)
+        _set_grad(self.d_params, False)
+        fake, _ = g([z.to(device) for z in method.sample_latents(step, loop.batch)])
+        g_losses = {"g_adv": g_nonsaturating_loss(method.d_logits(step, fake)),
+                    **method.g_extra_losses(step, fake)}
+        self._backward(self.g_opt, g_losses, iteration, logged)
+
+        # --- generator: lazy path-length regularisation ---------------------------------------
+        if loop.path_regularize > 0 and iteration % loop.path_every == 0:
+            n = max(1, loop.batch // loop.path_batch_shrink)
+            fake, latents = _path_length_sample(g, torch.randn(n, g.style_dim, device=device))
+            pl, self.mean_path_length = g_path_length_penalty(fake, latents,
+                                                              self.mean_path_length)
+            # `0 * image` (as the reference): every G parameter that made the image gets a
+            # (zero) gradient, so Adam steps the same set of parameters as the reference.
+            total = loop.path_regularize * loop.path_every * pl + 0 * fake[0, 0, 0, 0]
+            self._backward(self.g_opt, {"path_length": pl}, iteration, logged, total)
+
+        ema_update(self.g_ema, g, loop.ema_decay if ema_decay is None else ema_decay)
+        method.after_step(step)
+        return logged
+
+    @staticmethod
+    def _backward(opt: torch.optim.Optimizer, losses: dict[str, torch.Tensor], iteration: int,
+                  logged: dict[str, torch.Tensor], total: torch.Tensor | None = None) -> None:
+        _check(losses, iteration)
+        opt.zero_grad(set_to_none=True)
+        (sum(losses.values()) if total is None else total).backward()
+        opt.step()
+        logged.update({k: v.detach() for k, v in losses.items()})
