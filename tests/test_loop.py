@@ -61,11 +61,15 @@ def test_same_seed_gives_the_same_trajectory(source_checkpoint, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("method", ["dcl", "ewc", "cdc"])  # state: RNGs; Fisher; anchors, head
 def test_crash_then_rerun_resumes_to_the_uninterrupted_trajectory(source_checkpoint, tmp_path,
-                                                                  monkeypatch):
-    from adaptscope.methods.dcl import DCL
+                                                                  monkeypatch, method):
+    """A resumed run restores the method's state instead of computing it again: re-running
+    EWC's Fisher or redrawing CDC's anchors on resume would change the rows after it."""
+    from adaptscope.methods import get_method
 
-    spec = tiny_spec(source_checkpoint, "dcl", schedule=ScheduleSpec(iterations=6, eval_every=2))
+    spec = tiny_spec(source_checkpoint, method,
+                     schedule=ScheduleSpec(iterations=6, eval_every=2))
     full = metric_rows(run_adaptation(spec, tmp_path / "full"))
 
     def crash(self, step):
@@ -73,7 +77,7 @@ def test_crash_then_rerun_resumes_to_the_uninterrupted_trajectory(source_checkpo
             raise RuntimeError("simulated crash")
 
     with monkeypatch.context() as m:
-        m.setattr(DCL, "after_step", crash)
+        m.setattr(get_method(method), "after_step", crash)
         with pytest.raises(RuntimeError, match="simulated crash"):
             run_adaptation(spec, tmp_path / "crashed")
     assert metric_rows(tmp_path / "crashed")["iteration"].tolist() == [0, 2]

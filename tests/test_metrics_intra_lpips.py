@@ -229,3 +229,22 @@ def test_toynet_matches_its_own_pairwise_distance():
         pairs = [net.lpips_distance(samples[a:a + 1], samples[b:b + 1]).item()
                  for i, a in enumerate(members) for b in members[i + 1:]]
         assert result.cluster_means[k] == pytest.approx(np.mean(pairs), rel=RTOL)
+
+
+def test_clusters_of_different_sizes_count_equally():
+    """The score is the unweighted mean of per-cluster means, whatever the cluster sizes."""
+    net = PixelNet()
+    g = torch.Generator().manual_seed(4)
+    base = torch.zeros(1, 3, 8, 8)
+    centers = quantized(torch.cat([base - 0.5, base + 0.5]))
+    samples = quantized(torch.cat([
+        base - 0.5 + 0.05 * torch.randn(2, 3, 8, 8, generator=g),  # cluster 0: 2, close
+        base + 0.5 + 0.3 * torch.randn(5, 3, 8, 8, generator=g),  # cluster 1: 5, spread out
+    ]))
+    result = intra_cluster_lpips(samples, centers, net, seed=0)
+    assert result.cluster_sizes.tolist() == [2, 5]
+    means = [np.mean([pixel_lpips(samples[a:a + 1], samples[b:b + 1], net)
+                      for a in members for b in members if a < b])
+             for members in (range(0, 2), range(2, 7))]
+    assert result.mean == pytest.approx((means[0] + means[1]) / 2, rel=RTOL)
+    assert not math.isclose((2 * means[0] + 5 * means[1]) / 7, result.mean, rel_tol=1e-3)

@@ -25,6 +25,7 @@ from adaptscope.embedded.toynet import load_toynet
 from adaptscope.errors import ConfigError
 from adaptscope.images import from_uint8, to_uint8
 from adaptscope.metrics.fid import extract_features, fid_from_features, real_statistics
+from adaptscope.metrics.fid_stats import content_digest
 from adaptscope.metrics.intra_lpips import intra_cluster_lpips
 from adaptscope.models import FixedLatents, Generator
 from adaptscope.spec import MetricsSpec
@@ -65,6 +66,8 @@ class Evaluator:
             "fid_backbone": self.extractor.name,
             "fid_n_gen": m.fid_n_gen,
             "fid_real_set": f"{target.description}: {target.full.shape[0]} images",
+            "fid_real_images": int(target.full.shape[0]),
+            "fid_real_sha256": content_digest(target.full),
             "lpips_backbone": m.lpips_backbone,
             "lpips_n_samples": m.lpips_n_samples,
             "lpips_max_per_cluster": m.lpips_max_per_cluster,
