@@ -264,6 +264,20 @@ def run(
                     target__data=target and _target_spec(target), schedule__iterations=iterations,
                     schedule__eval_every=eval_every, device=device, workers=workers)
     if resume:
+        changing = [name for name, given in (
+            ("--methods", methods), ("--config", config), ("--target", target),
+            ("--seeds", seeds), ("--iterations", iterations), ("--eval-every", eval_every),
+            ("--device", device), ("--set", set_ or None), ("--plugin", plugin or None))
+            if given is not None]
+        if changing:
+            raise ConfigError(
+                f"--resume continues runs exactly as they were configured, so it takes no "
+                f"{', '.join(changing)} (only --out and --workers); to run other settings, "
+                "start new runs under another --out")
+        if not out.is_dir():
+            problem = "is not a folder" if out.exists() else "does not exist"
+            raise ConfigError(f"--resume: {out} {problem}; give the --out folder of the runs "
+                              "to continue")
         planned = runner.unfinished_runs(out)
         if not planned:
             console.print(f"nothing to resume under {out}")
@@ -271,7 +285,7 @@ def run(
                                                       if planned else "cpu")
     else:
         cfg = load_experiment(config, set_, plugin, values=values)
-        planned = runner.plan(cfg.runs(), out)
+        planned = runner.plan(cfg.runs(), out, console)
         n_workers = cfg.workers or runner.default_workers(planned, cfg.device)
     for r in planned:
         if r.status != "complete":
@@ -424,7 +438,7 @@ def report(runs: list[Path] = _RUNS_ARG, out: Path = _REPORT_OUT, fmt: str = _FO
     matplotlib.use("Agg")
     from adaptscope.viz.report import write_report
 
-    result = write_report(runs, out, _formats(fmt))
+    result = write_report(runs, out, _formats(fmt), log=lambda line: typer.echo(line, err=True))
     for path in [*result.figures.written, result.summary_csv, result.summary_md, result.index]:
         typer.echo(str(path))
     for reason in result.figures.skipped:

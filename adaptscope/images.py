@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from adaptscope.files import atomic_write
+
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """(N, 3, H, W) floats in [-1, 1] -> (N, H, W, 3) uint8, rounding like a saved PNG."""
@@ -58,10 +60,10 @@ def make_grid(images: np.ndarray, ncol: int | None = None, pad: int = 2,
 
 def save_grid(images: np.ndarray, path: str | Path, ncol: int | None = None,
               scale: int = 1) -> None:
-    """Save a grid PNG; `scale` enlarges small images (nearest neighbour) for viewing."""
+    """Save a grid PNG (atomically); `scale` enlarges small images (nearest neighbour) for
+    viewing."""
     grid = make_grid(images, ncol)
     img = Image.fromarray(grid)
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
+    atomic_write(path, lambda handle: img.save(handle, format="PNG"))

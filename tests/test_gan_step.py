@@ -123,9 +123,9 @@ def test_r1_step_is_gamma_over_two_times_r1_every_times_the_squared_input_gradie
 def test_generator_step_is_the_non_saturating_loss(trained):
     weights, grads = trained["g_log"][0]
     g = with_weights(trained["g"], weights)
-    d_weights, _ = trained["d_log"][1]
-    d_after = with_weights(trained["d"], {n: p for n, p in snapshot(trained["d"]).items()})
-    assert not all(torch.equal(d_weights[n], p) for n, p in snapshot(d_after).items())
+    d_after = with_weights(trained["d"], snapshot(trained["d"]))  # after both D updates
+    before_r1, _ = trained["d_log"][1]
+    assert not all(torch.equal(before_r1[n], p) for n, p in snapshot(d_after).items())
     fake, _ = g([trained["z_g"]])
     loss = F.softplus(-d_after(fake)).mean()  # -log sigmoid(D(G(z))), not log(1 - sigmoid)
     assert_same(grads, gradients(loss, g))

@@ -18,10 +18,13 @@ from _tiny_world import CH, metric_rows, tiny_spec
 
 from adaptscope import load_trajectories
 from adaptscope.config import dumps_toml
+from adaptscope.embedded import toyfaces
+from adaptscope.errors import TrainingDiverged
 from adaptscope.models import Generator
 from adaptscope.spec import ScheduleSpec
 from adaptscope.track import rundir
-from adaptscope.train.loop import TrainingDiverged, run_adaptation
+from adaptscope.track.store import read_metadata
+from adaptscope.train.loop import run_adaptation
 
 
 @pytest.mark.parametrize("method", ["tgan", "freezed", "ewc", "cdc", "dcl"])
@@ -40,6 +43,8 @@ def test_every_method_runs_and_records_the_schedule(method, source_checkpoint, t
     assert (run_dir / rundir.sample_file(2, "npy")).exists()
     assert (run_dir / "checkpoints" / "latest.pt").exists()
     assert [e["iteration"] for e in events if e["kind"] == "eval"] == [0, 2, 4]
+    protocol = read_metadata(run_dir)["protocol"]  # FID's reference: the full target set
+    assert protocol["fid_real_images"] == len(toyfaces.full_set("sunglasses")) == 2500
 
 
 def test_training_changes_the_generator_and_iteration_zero_is_the_source(source_checkpoint,

@@ -80,6 +80,13 @@ def track_checkpoints(
         todo[0] = source_checkpoint_path(spec.source)
     if not todo:
         raise CheckpointError("no checkpoints to evaluate")
+    with folder.lock():  # one writer per run folder, taken before anything in it is written
+        _track(spec, todo, folder, emit)
+    return folder.path
+
+
+def _track(spec: RunSpec, todo: dict[int, Path], folder: RunDir,
+           emit: Callable[[dict[str, Any]], None]) -> None:
     folder.write_spec(spec)
     torch.set_num_threads(spec.threads)
     device = torch.device(spec.device)
@@ -102,4 +109,3 @@ def track_checkpoints(
         emit({"kind": "eval", "run_id": spec.run_id, "iteration": iteration, "done": done,
               "total": len(todo), "metrics": row})
     folder.mark_done(f"evaluated {len(todo)} external checkpoints")
-    return folder.path

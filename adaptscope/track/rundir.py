@@ -6,16 +6,31 @@
     shots.png, shots.npy the few-shot training images
     checkpoints/latest.pt everything needed to resume bit-for-bit
     DONE                 written when the schedule (or the tracked checkpoints) are finished
+    .lock                held (flock) by the one process writing the folder: its PID and host
+
+Every file but the trajectory (which the store writes) goes through `files.atomic_write`, so a
+kill leaves the previous version or the new one, never half a file.
 """
 
 from __future__ import annotations
 
+import os
+import socket
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from adaptscope.config import dumps_toml, read_toml
 from adaptscope.errors import RunDirectoryError
+from adaptscope.files import atomic_write
 from adaptscope.spec import RunSpec, spec_from_dict
+
+try:
+    import fcntl
+except ImportError:  # Windows has no flock: folders are then not locked (one writer is on you)
+    fcntl = None  # type: ignore[assignment]
 
 CONFIG_FILE = "config.toml"
 TRAJECTORY_FILE = "trajectory.parquet"
@@ -24,6 +39,45 @@ SHOTS_NPY = "shots.npy"
 SHOTS_PNG = "shots.png"
 CHECKPOINT_FILE = "checkpoints/latest.pt"
 DONE_FILE = "DONE"
+LOCK_FILE = ".lock"
+
+_ABSENT = object()
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; an empty table adds no key."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _show(value: Any) -> str:
+    return "<absent>" if value is _ABSENT else repr(value)
+
+
+def config_differences(stored: Mapping[str, Any], requested: Mapping[str, Any]) -> list[str]:
+    """Each setting that differs between two nested configs, by dotted key in key order, as
+    `schedule.iterations: 1000 (stored) vs 500 (requested)`; a key that one side lacks shows
+    `<absent>` there. Empty when the configs hold the same settings."""
+    old, new = _flatten(stored), _flatten(requested)
+    lines = []
+    for key in sorted(old.keys() | new.keys()):
+        a, b = old.get(key, _ABSENT), new.get(key, _ABSENT)
+        if a is _ABSENT or b is _ABSENT or a != b:
+            lines.append(f"{key}: {_show(a)} (stored) vs {_show(b)} (requested)")
+    return lines
+
+
+def describe_differences(differences: list[str], limit: int = 5) -> str:
+    """The first `limit` differences joined on one line, then how many more there are."""
+    text = "; ".join(differences[:limit])
+    if len(differences) > limit:
+        text += f"; and {len(differences) - limit} more"
+    return text
 
 
 def sample_file(iteration: int, suffix: str) -> str:
@@ -49,6 +103,10 @@ class RunDir:
         return self.path / TRAJECTORY_FILE
 
     @property
+    def lock_file(self) -> Path:
+        return self.path / LOCK_FILE
+
+    @property
     def checkpoint(self) -> Path:
         return self.path / CHECKPOINT_FILE
 
@@ -70,21 +128,100 @@ class RunDir:
         return (self.path / DONE_FILE).exists()
 
     def mark_done(self, note: str) -> None:
-        (self.path / DONE_FILE).write_text(note.rstrip("\n") + "\n")
+        text = (note.rstrip("\n") + "\n").encode("utf-8")
+        atomic_write(self.path / DONE_FILE, lambda handle: handle.write(text))
 
     def read_spec(self) -> RunSpec:
         return spec_from_dict(read_toml(self.config))
+
+    def differences(self, spec: RunSpec) -> list[str]:
+        """The settings in which `spec` differs from the run stored here (see
+        `config_differences`); empty when they are the same or nothing is stored yet."""
+        if not self.config.exists():
+            return []
+        return config_differences(self.read_spec().to_dict(), spec.to_dict())
 
     def write_spec(self, spec: RunSpec) -> None:
         """Record the resolved config; refuse a folder that holds a run with another config."""
         data = spec.to_dict()
         if self.config.exists():
-            if self.read_spec().to_dict() != data:
-                raise RunDirectoryError(f"{self.path} already holds a run with a different "
-                                        "config; use another --out directory or delete it")
+            differences = self.differences(spec)
+            if differences:
+                raise RunDirectoryError(
+                    f"{self.path} already holds a run with a different config "
+                    f"({describe_differences(differences)}); use another --out directory or "
+                    "delete it")
             return
+        text = dumps_toml(data).encode("utf-8")
+        atomic_write(self.config, lambda handle: handle.write(text))
+
+    @contextmanager
+    def lock(self) -> Iterator[RunDir]:
+        """Hold the folder's exclusive lock while writing it (creating the folder first).
+
+        A second process is refused with the holder's PID and host. The lock is an `flock` on
+        `.lock`: the OS drops it when the holder exits or is killed, so a lock file left
+        behind never blocks a later run or `--resume`.
+        """
         self.path.mkdir(parents=True, exist_ok=True)
-        self.config.write_text(dumps_toml(data))
+        if fcntl is None:  # no flock on this platform (Windows): unlocked, as before
+            yield self
+            return
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
+                     0o666)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise self._busy(_read_holder(fd)) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+            try:
+                yield self
+            finally:
+                os.ftruncate(fd, 0)  # still held: nobody reads a stale holder afterwards
+        finally:
+            os.close(fd)  # releases the lock
+
+    def writer(self) -> str | None:
+        """'process PID on HOST' while another process holds the folder's lock, else None.
+
+        Only looks: creates no file (a folder without `.lock` has no writer)."""
+        if fcntl is None:
+            return None
+        try:
+            fd = os.open(self.lock_file, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            return None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return _read_holder(fd)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
+
+    def check_not_busy(self) -> None:
+        """Raise the lock's refusal when another process is writing this folder."""
+        holder = self.writer()
+        if holder is not None:
+            raise self._busy(holder)
+
+    def _busy(self, holder: str) -> RunDirectoryError:
+        return RunDirectoryError(f"{self.path} is being written by {holder}; wait for it to "
+                                 "finish or stop it")
+
+
+def _read_holder(fd: int) -> str:
+    """The lock file's 'PID HOST' as 'process PID on HOST' (a holder that has not written it
+    yet is 'another process')."""
+    try:
+        pid, host = os.pread(fd, 512, 0).decode("utf-8", "replace").split()[:2]
+    except (OSError, ValueError):
+        return "another process"
+    return f"process {pid} on {host}"
 
 
 def started_runs(out: Path) -> list[RunDir]:

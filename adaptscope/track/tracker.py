@@ -7,10 +7,12 @@ atomically, so a kill at any moment leaves every earlier row readable.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from adaptscope.files import atomic_write
 from adaptscope.images import save_grid, to_uint8
 from adaptscope.models import Generator
 from adaptscope.spec import RunSpec
@@ -18,6 +20,10 @@ from adaptscope.track.evaluate import Evaluator
 from adaptscope.track.rundir import RunDir
 from adaptscope.track.store import append_rows, recorded_iterations
 from adaptscope.track.target import TargetData
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    atomic_write(path, lambda handle: np.save(handle, array))
 
 
 class Tracker:
@@ -32,7 +38,7 @@ class Tracker:
         self.protocol = {**self.evaluator.protocol,
                          "evaluation_iterations": spec.schedule.evaluation_points()}
         shots = to_uint8(target.shots)
-        np.save(run_dir.shots_npy, shots)
+        _save_npy(run_dir.shots_npy, shots)
         save_grid(shots, run_dir.shots_png, ncol=len(shots))
 
     def record(self, iteration: int, images_seen: int, wall_time_s: float,
@@ -49,8 +55,7 @@ class Tracker:
         # Grid first: a row in the table always has its samples on disk.
         np_path, png_path = self.run_dir.sample(iteration, "npy"), self.run_dir.sample(iteration,
                                                                                        "png")
-        np_path.parent.mkdir(exist_ok=True)
-        np.save(np_path, result.grid)
+        _save_npy(np_path, result.grid)
         save_grid(result.grid, png_path)
         append_rows(self.run_dir.path, [row], config=self.config, protocol=self.protocol)
         self.recorded.add(iteration)

@@ -57,9 +57,16 @@ def _seed_everything(spec: RunSpec) -> torch.device:
 
 
 def run_adaptation(spec: RunSpec, run_dir: str | Path, on_event: EventFn | None = None) -> Path:
-    """Adapt the source model with `spec.method` and track it; resumes from `run_dir`."""
+    """Adapt the source model with `spec.method` and track it; resumes from `run_dir`.
+
+    The folder's lock is held throughout: a second process on the same folder is refused.
+    """
     folder = RunDir(Path(run_dir))
-    emit = on_event or (lambda event: None)
+    with folder.lock():  # taken before anything in the folder is written
+        return _adapt(spec, folder, on_event or (lambda event: None))
+
+
+def _adapt(spec: RunSpec, folder: RunDir, emit: EventFn) -> Path:
     folder.write_spec(spec)
     device = _seed_everything(spec)
 

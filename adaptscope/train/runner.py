@@ -29,7 +29,12 @@ from rich.progress import (
 
 from adaptscope.errors import RunDirectoryError
 from adaptscope.spec import RunSpec, spec_from_dict
-from adaptscope.track.rundir import RunDir, started_runs
+from adaptscope.track.rundir import (
+    RunDir,
+    config_differences,
+    describe_differences,
+    started_runs,
+)
 
 
 @dataclass
@@ -40,20 +45,45 @@ class PlannedRun:
     error: str = ""
 
 
-def plan(specs: list[RunSpec], out: Path) -> list[PlannedRun]:
-    """Map specs to run directories; finished runs are kept, unfinished ones need --resume."""
-    planned = []
+def plan(specs: list[RunSpec], out: Path, console: Console | None = None) -> list[PlannedRun]:
+    """Map specs to run directories, one writer per folder.
+
+    A run requested twice (`--methods tgan,tgan`, `--seeds 0,0`) is planned once, with a
+    `warning:` line on `console`. A finished run with the same settings is kept; a finished or
+    unfinished run with other settings is refused, naming the settings that differ; an
+    unfinished one with the same settings needs --resume.
+    """
+    planned: dict[str, PlannedRun] = {}
     for spec in specs:
+        seen = planned.get(spec.run_id)
+        if seen is not None:
+            differences = config_differences(seen.spec.to_dict(), spec.to_dict())
+            if differences:  # two different runs whose names map to one folder
+                raise RunDirectoryError(
+                    f"two requested runs would share {seen.run_dir} with different settings "
+                    f"({describe_differences(differences)}); give them distinct method names")
+            (console or Console()).print(
+                f"warning: {spec.run_id} is requested twice (a method or seed listed twice?); "
+                "running it once", markup=False, highlight=False, soft_wrap=True)
+            continue
         folder = RunDir(out / spec.run_id)
         run = PlannedRun(spec, folder.path)
+        differences = folder.differences(spec)
+        if differences:
+            state = "a finished" if folder.is_done() else "an unfinished"
+            raise RunDirectoryError(
+                f"{folder.path} holds {state} run with other settings "
+                f"({describe_differences(differences)}); choose another --out, or delete "
+                f"{folder.path} to run it with these settings")
         if folder.is_done():
             run.status = "complete"
         elif folder.is_started():
+            folder.check_not_busy()
             raise RunDirectoryError(
-                f"{folder.path} holds an unfinished run; pass --resume to continue it, or choose "
-                "another --out")
-        planned.append(run)
-    return planned
+                f"{folder.path} holds an unfinished run; pass --resume to continue it, or "
+                "choose another --out")
+        planned[spec.run_id] = run
+    return list(planned.values())
 
 
 def unfinished_runs(out: Path) -> list[PlannedRun]:

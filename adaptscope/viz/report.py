@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from adaptscope.track.store import PathLike, find_trajectory_files, load_trajectories, read_metadata
-from adaptscope.viz.figures import FigureSet, make_figures, parse_formats
+from adaptscope.viz.figures import FIGURES, FORMATS, FigureSet, make_figures, parse_formats
 from adaptscope.viz.panels import experiment_title
 from adaptscope.viz.summary import summarize
 from adaptscope.viz.tables import display_table, to_markdown
@@ -124,18 +124,38 @@ def _run_metadata(paths: Iterable[PathLike], df: pd.DataFrame) -> dict[str, dict
     return meta
 
 
+def replaced_files(out_dir: PathLike) -> list[str]:
+    """The files of an earlier report in `out_dir` that writing a report there replaces: its
+    page, its tables and the figures in its figures/ folder (relative paths, sorted)."""
+    out_dir = Path(out_dir)
+    names = [n for n in (INDEX_HTML, SUMMARY_CSV, SUMMARY_MD) if (out_dir / n).is_file()]
+    figures = out_dir / FIGURES_DIR
+    if figures.is_dir():
+        names += sorted(f"{FIGURES_DIR}/{p.name}" for p in figures.iterdir()
+                        if p.is_file() and p.suffix[1:] in FORMATS
+                        and any(p.stem.startswith(name) for name in FIGURES))
+    return names
+
+
 def write_report(
     paths: PathLike | Sequence[PathLike],
     out_dir: PathLike,
     formats: Sequence[str] = ("png",),
+    log: Callable[[str], None] | None = None,
 ) -> Report:
-    """Load trajectories from `paths` and write figures, summary.{csv,md} and index.html."""
+    """Load trajectories from `paths` and write figures, summary.{csv,md} and index.html.
+
+    Into a folder that holds an earlier report, `log` is told first which files are replaced.
+    """
     from adaptscope.version import __version__
 
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     df = load_trajectories(paths)
+    replaced = replaced_files(out_dir)
+    if replaced and log is not None:
+        log(f"replacing {', '.join(replaced)} in {out_dir}")
+    out_dir.mkdir(parents=True, exist_ok=True)
     formats = tuple(dict.fromkeys(("png", *parse_formats(formats))))  # the page shows PNGs
     figures = make_figures(df, out_dir / FIGURES_DIR, formats)
 
