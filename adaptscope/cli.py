@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import errno
 import os
 import re
 import traceback
@@ -62,11 +63,40 @@ class ErrorHandlingGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except AdaptscopeError as err:
-            error = UserError(err)
-            if not _STANDALONE.get():
-                raise error from err
-            error.show()
-            raise typer.Exit(error.exit_code) from err
+            self._fail(err, err)
+        except OSError as err:  # an unwritable or missing path, a full disk: bad input, one line
+            if isinstance(err, BrokenPipeError) or err.errno == errno.EPIPE:
+                raise  # click handles a closed pipe (`adaptscope methods | head`)
+            wrapped = AdaptscopeError(describe_os_error(err))
+            wrapped.__cause__ = err  # ADAPTSCOPE_DEBUG=1 shows where it was raised
+            self._fail(wrapped, err)
+
+    @staticmethod
+    def _fail(error: AdaptscopeError, cause: BaseException) -> None:
+        shown = UserError(error)
+        if not _STANDALONE.get():
+            raise shown from cause
+        shown.show()
+        raise typer.Exit(shown.exit_code) from cause
+
+
+def describe_os_error(err: OSError) -> str:
+    """An OSError as one line naming its path(s) and the operating system's reason."""
+    reason = err.strerror or str(err) or type(err).__name__
+    if err.filename is None:
+        return reason
+    where = os.fsdecode(err.filename)
+    if err.filename2 is not None:
+        where += f" -> {os.fsdecode(err.filename2)}"
+    return f"{where}: {reason}"
+
+
+def _console() -> Any:
+    """A rich console that prints text as given: no markup in paths (`[b]`) and no emoji codes
+    (`toyfaces:sunglasses:`) are interpreted, nothing is highlighted."""
+    from rich.console import Console
+
+    return Console(emoji=False, highlight=False)
 
 
 def _typer(help: str, **kwargs: Any) -> typer.Typer:
@@ -247,13 +277,18 @@ def run(
     plugin: list[str] = _PLUGIN,
 ) -> None:
     """Adapt the source model with each method and seed, tracking realism and diversity."""
-    from rich.console import Console
+    from rich.markup import escape
 
+    from adaptscope.track.rundir import started_runs
     from adaptscope.train import runner
     from adaptscope.train.experiment import load_experiment
-    from adaptscope.train.loop import check_inputs
+    from adaptscope.train.preflight import check_run_configs
 
-    console = Console()
+    console = _console()
+    for option, text in (("--methods", methods), ("--seeds", seeds)):
+        if text is not None and not _split(text):
+            raise ConfigError(f"{option} {text!r} names nothing; give comma-separated values, "
+                              f"e.g. {option} {'tgan,cdc' if option == '--methods' else '0,1,2'}")
     seed_list = None
     if seeds is not None:
         try:
@@ -278,28 +313,56 @@ def run(
             problem = "is not a folder" if out.exists() else "does not exist"
             raise ConfigError(f"--resume: {out} {problem}; give the --out folder of the runs "
                               "to continue")
+        check_run_configs(folder.path for folder in started_runs(out))
         planned = runner.unfinished_runs(out)
         if not planned:
-            console.print(f"nothing to resume under {out}")
+            console.print(f"nothing to resume under {escape(str(out))}")
         n_workers = workers or runner.default_workers(planned, planned[0].spec.device
                                                       if planned else "cpu")
     else:
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"--out {out} is a file, not a folder; give the folder that holds "
+                              "(or will hold) the run folders")
         cfg = load_experiment(config, set_, plugin, values=values)
+        if not cfg.runs():
+            raise ConfigError(f"{config or 'the embedded default'}: no runs: methods and seeds "
+                              "must each name at least one")
+        check_run_configs(out / spec.run_id for spec in cfg.runs())
         planned = runner.plan(cfg.runs(), out, console)
         n_workers = cfg.workers or runner.default_workers(planned, cfg.device)
-    for r in planned:
-        if r.status != "complete":
-            check_inputs(r.spec)
+    _preflight([r for r in planned if r.status != "complete"], out)
     for r in planned:
         if r.status == "complete":
             console.print(f"{r.spec.run_id}: already complete, kept")
-    runner.execute(planned, n_workers, console)
+    try:
+        runner.execute(planned, n_workers, console)
+    except KeyboardInterrupt:  # Ctrl-C: execute has stopped every worker; the runs resume
+        import shlex
+
+        typer.echo(f"interrupted: the unfinished runs under {out} can be continued with "
+                   f"`adaptscope run --resume --out {shlex.quote(str(out))}`", err=True)
+        raise typer.Exit(130) from None  # 128 + SIGINT, as a shell reports a Ctrl-C
     _print_run_summary(planned, out, console)
     if any(r.status == "failed" for r in planned):
         raise typer.Exit(EXIT_RUN_FAILED)
 
 
+def _preflight(todo: list, out: Path) -> None:
+    """Check every run about to execute (its inputs, backbones and, when resumed, its files),
+    then make sure `out` can take the run folders: all before the first write."""
+    from adaptscope.train.preflight import check_resumable, check_runs
+
+    if not todo:
+        return
+    check_runs([r.spec for r in todo])
+    check_resumable([r.run_dir for r in todo])
+    out.mkdir(parents=True, exist_ok=True)
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(out))
+
+
 def _print_run_summary(planned, out: Path, console) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from adaptscope import load_trajectories
@@ -308,21 +371,22 @@ def _print_run_summary(planned, out: Path, console) -> None:
     if not dirs:
         return
     df = load_trajectories(dirs)
-    table = Table(title=f"Trajectories in {out}/ (first -> last evaluation)")
+    table = Table(title=f"Trajectories in {escape(str(out))}/ (first -> last evaluation)")
     for col in ("method", "seed", "target", "iters", "FID", "intra-LPIPS", "p_t"):
         table.add_column(col)
     for _, rows in df.groupby("run_id", sort=True):
         first, last = rows.iloc[0], rows.iloc[-1]
-        table.add_row(last["method"], str(last["seed"]), last["target"],
+        table.add_row(escape(last["method"]), str(last["seed"]), escape(last["target"]),
                       str(int(last["iteration"])),
                       f"{first['fid']:.4g} -> {last['fid']:.4g}",
                       f"{first['intra_lpips']:.3f} -> {last['intra_lpips']:.3f}",
                       f"{first['realism_pt']:.2f} -> {last['realism_pt']:.2f}")
     console.print(table)
     backbones = sorted(set(df["fid_backbone"].dropna()) | set(df["lpips_backbone"].dropna()))
-    console.print(f"metric backbones: {', '.join(backbones)}")
-    console.print(f"next: [bold]adaptscope plot {out}[/bold]  (or `from adaptscope import "
-                  f"load_trajectories; load_trajectories('{out}')`)")
+    console.print(f"metric backbones: {escape(', '.join(backbones))}")
+    shown = escape(str(out))
+    console.print(f"next: [bold]adaptscope plot {shown}[/bold]  (or `from adaptscope import "
+                  f"load_trajectories; load_trajectories('{shown}')`)")
 
 
 @app.command()
@@ -343,14 +407,14 @@ def track(
     set_: list[str] = typer.Option([], "--set", help="Override a config value: key=value."),
 ) -> None:
     """Track a run trained elsewhere: evaluate its saved checkpoints under the same protocol."""
-    from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from adaptscope.track.external import find_checkpoints, track_checkpoints
     from adaptscope.train import runner
     from adaptscope.train.experiment import load_experiment
 
-    console = Console()
+    console = _console()
     if not method.strip():
         raise ConfigError("--method is empty: give a label such as cdc-official")
     values = {"methods": [], **_given(target__data=target and _target_spec(target), device=device)}
@@ -360,7 +424,7 @@ def track(
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[latest]}"))
     with Progress(*columns, console=console) as progress:
-        task = progress.add_task(f"{method} s{seed}", total=None, latest="")
+        task = progress.add_task(f"{escape(method)} s{seed}", total=None, latest="")
 
         def on_event(event: dict) -> None:
             progress.update(task, total=event["total"], completed=event["done"],

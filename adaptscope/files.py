@@ -69,6 +69,11 @@ def save_torch(obj: Any, path: str | os.PathLike) -> Path:
     return atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
+# How a file written by torch.save starts: a zip archive (since torch 1.6) or, in the legacy
+# format, a pickle (protocol 2 or later opens with the PROTO opcode 0x80).
+TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
 def load_weights_only(
     path: str | os.PathLike,
     *,
@@ -78,7 +83,8 @@ def load_weights_only(
     safe_globals: Iterable[Any] = (),
 ) -> Any:
     """`torch.load(path, weights_only=True)` on the CPU; every failure becomes one `error` that
-    names the file, what it should be (`what`) and what to do (`fix`)."""
+    names the file, what it should be (`what`) and what to do (`fix`). A file that torch.save
+    cannot have written (text, an image) is said to be no `what`, before anything unpickles it."""
     import torch
 
     path = Path(path)
@@ -86,6 +92,18 @@ def load_weights_only(
         raise error(f"{what} {path} does not exist; {fix}")
     if path.suffix == ".pkl":
         raise error(f"{path} is a pickle, which needs arbitrary code to load; {fix}")
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(64)
+    except OSError as err:
+        raise error(f"cannot read {what} {path}: {err.strerror or err}; {fix}") from err
+    if head.startswith(b"version https://git-lfs"):
+        raise error(f"{path} is not a {what} but a Git LFS pointer to one: fetch the file "
+                    "itself (`git lfs pull` in its repository)")
+    if not head.startswith(TORCH_MAGIC):
+        found = "is empty" if not head else "is neither a zip archive nor a pickle"
+        raise error(f"{path} is not a {what}: it {found}, and torch.save writes one of those; "
+                    f"{fix}")
     try:
         with torch.serialization.safe_globals(list(safe_globals)):
             return torch.load(path, map_location="cpu", weights_only=True)

@@ -9,14 +9,23 @@ loading an experiment and checking its methods belongs to `adaptscope.train.expe
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from adaptscope.config import from_dict, to_dict
-from adaptscope.embedded import TOY_SOURCE, asset
+from adaptscope.embedded import TOY_SOURCE, TOYFACES_PREFIX, asset
+from adaptscope.errors import ConfigError
 
 EMBEDDED_SOURCE = TOY_SOURCE
+AUTO = "auto"  # a metrics setting that follows the target (see `resolve_metrics`)
+REALISM_CHOICES = (AUTO, "none", "toy", "classifier")
+
+
+def _check(ok: bool, key: str, value: Any, rule: str) -> None:
+    """Raise ConfigError naming the setting `key`, its `value` and the `rule` it breaks."""
+    if not ok:
+        raise ConfigError(f"{key} = {value!r} is not allowed: it needs {rule}")
 
 
 @dataclass
@@ -26,6 +35,9 @@ class SourceSpec:
     checkpoint: str = EMBEDDED_SOURCE  # a .pt path, or "toy" for the shipped embedded model
     name: str = "toyfaces-source"
     weights: str = "g"  # start G_t (and the frozen G_s) from "g" [CDC] or "g_ema" [RSSA]
+
+    def __post_init__(self) -> None:
+        _check(self.weights in ("g", "g_ema"), "source.weights", self.weights, '"g" or "g_ema"')
 
 
 @dataclass
@@ -37,6 +49,14 @@ class TargetSpec:
     shots: int = 10
     shots_seed: int = 0  # which shots (fixed across methods and seeds)
     files: list[str] | None = None  # explicit shot file names (folders only)
+
+    def __post_init__(self) -> None:
+        _check(self.shots >= 1, "target.shots", self.shots, "target.shots >= 1")
+
+    @property
+    def is_toyfaces(self) -> bool:
+        """Whether the target is an embedded ToyFaces domain (known attributes), not a folder."""
+        return self.data.startswith(TOYFACES_PREFIX)
 
     @property
     def label(self) -> str:
@@ -52,6 +72,12 @@ class ScheduleSpec:
 
     iterations: int = 3000
     eval_every: int = 500
+
+    def __post_init__(self) -> None:
+        _check(self.iterations >= 0, "schedule.iterations", self.iterations,
+               "schedule.iterations >= 0")
+        _check(self.eval_every >= 1, "schedule.eval_every", self.eval_every,
+               "schedule.eval_every >= 1")
 
     def evaluation_points(self) -> list[int]:
         points = list(range(0, self.iterations + 1, self.eval_every))
@@ -72,6 +98,19 @@ class LoopSpec:
     mixing: float = 0.9
     ema_decay: float = 0.5 ** (32 / 10_000)  # 0.99778
 
+    def __post_init__(self) -> None:
+        for key in ("batch", "r1_every", "path_every", "path_batch_shrink"):
+            value = getattr(self, key)
+            _check(value >= 1, f"train.{key}", value, f"train.{key} >= 1")
+        # lr 0 is allowed: a step that moves nothing (the loop's tests use it)
+        _check(self.lr >= 0, "train.lr", self.lr, "train.lr >= 0")
+        _check(self.r1_gamma >= 0, "train.r1_gamma", self.r1_gamma, "train.r1_gamma >= 0")
+        _check(self.path_regularize >= 0, "train.path_regularize", self.path_regularize,
+               "train.path_regularize >= 0 (0 disables it)")
+        _check(0 <= self.mixing <= 1, "train.mixing", self.mixing, "0 <= train.mixing <= 1")
+        _check(0 <= self.ema_decay < 1, "train.ema_decay", self.ema_decay,
+               "0 <= train.ema_decay < 1")
+
 
 @dataclass
 class MetricsSpec:
@@ -82,12 +121,60 @@ class MetricsSpec:
     lpips_backbone: str = "vgg"  # "vgg", "alex" or "toy"
     lpips_n_samples: int = 1000
     lpips_max_per_cluster: int = 50
-    realism: str = "none"  # p_t scorer: "none", "toy" (ToyFaces targets) or "classifier"
+    # p_t scorer: "none", "toy" (ToyFaces targets) or "classifier"; "auto": "toy" for a
+    # ToyFaces target, "none" for an image folder
+    realism: str = AUTO
     realism_classifier: str = ""  # with realism = "classifier": a .pt from `realism train`
-    ground_truth: bool = False  # embedded world only: attribute coverage and replication
+    # Attribute coverage and replication (ToyFaces targets only: their attributes are known);
+    # "auto": true for a ToyFaces target, false for an image folder
+    ground_truth: bool | str = AUTO
     n_grid: int = 8  # fixed latents shown in the sample grids
     batch_size: int = 50
     weights_dir: str = ""  # where backbone weights are looked for first
+
+    def __post_init__(self) -> None:
+        _check(self.realism in REALISM_CHOICES, "metrics.realism", self.realism,
+               "one of " + ", ".join(f'"{c}"' for c in REALISM_CHOICES))
+        _check(self.realism != "classifier" or bool(self.realism_classifier),
+               "metrics.realism_classifier", self.realism_classifier,
+               'a classifier file (PATH from `adaptscope realism train`) with '
+               'metrics.realism = "classifier"')
+        _check(isinstance(self.ground_truth, bool) or self.ground_truth == AUTO,
+               "metrics.ground_truth", self.ground_truth, 'true, false or "auto"')
+        for key, low in (("fid_n_gen", 2), ("lpips_n_samples", 2), ("lpips_max_per_cluster", 2),
+                         ("n_grid", 1), ("batch_size", 1)):
+            value = getattr(self, key)
+            _check(value >= low, f"metrics.{key}", value, f"metrics.{key} >= {low}")
+
+
+def resolve_metrics(metrics: MetricsSpec, target: TargetSpec) -> MetricsSpec:
+    """`metrics` with its "auto" settings decided by the target: a ToyFaces target gets the toy
+    realism head and the ground-truth measures, an image folder neither."""
+    changes: dict[str, Any] = {}
+    if metrics.realism == AUTO:
+        changes["realism"] = "toy" if target.is_toyfaces else "none"
+    if metrics.ground_truth == AUTO:
+        changes["ground_truth"] = target.is_toyfaces
+    return replace(metrics, **changes) if changes else metrics
+
+
+def check_metrics_fit_target(metrics: MetricsSpec, target: TargetSpec) -> None:
+    """Refuse measures an image-folder target cannot give, naming each setting and its fix."""
+    if target.is_toyfaces:
+        return
+    wrong = []
+    if metrics.realism == "toy":
+        wrong.append('metrics.realism = "toy" (the ToyFaces realism head): set metrics.realism '
+                     '= "none" (or "auto"), or train a classifier with `adaptscope realism '
+                     'train` and set metrics.realism = "classifier" and '
+                     "metrics.realism_classifier = PATH")
+    if metrics.ground_truth is True:
+        wrong.append("metrics.ground_truth = true (needs known ToyFaces attributes): set "
+                     'metrics.ground_truth = false (or "auto")')
+    if wrong:
+        raise ConfigError(f"target.data = {target.data!r} is an image folder or zip, not a "
+                          "ToyFaces domain, so it cannot be measured with "
+                          + "; nor with ".join(wrong))
 
 
 @dataclass
@@ -106,6 +193,10 @@ class RunSpec:
     plugins: list[str] = field(default_factory=list)  # modules / .py files registering methods
     device: str = "cpu"
     threads: int = 1
+
+    def __post_init__(self) -> None:
+        _check(self.threads >= 1, "threads", self.threads, "threads >= 1")
+        self.metrics = resolve_metrics(self.metrics, self.target)
 
     @property
     def run_id(self) -> str:
@@ -135,6 +226,10 @@ class ExperimentConfig:
     metrics: MetricsSpec = field(default_factory=MetricsSpec)
     method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        _check(self.threads >= 1, "threads", self.threads, "threads >= 1")
+        _check(self.workers >= 0, "workers", self.workers, "workers >= 0 (0: one per CPU core)")
+
     def runs(self) -> list[RunSpec]:
         return [self.spec_for(m, s) for m in self.methods for s in self.seeds]
 
@@ -155,9 +250,10 @@ def default_config_path() -> Path:
     return asset("embedded-default.toml")
 
 
-def spec_from_dict(data: dict[str, Any]) -> RunSpec:
-    """Rebuild a RunSpec from its `to_dict()` form (a run directory's config.toml)."""
-    return from_dict(RunSpec, data, "run config")
+def spec_from_dict(data: dict[str, Any], where: str = "run config") -> RunSpec:
+    """Rebuild a RunSpec from its `to_dict()` form (a run directory's config.toml, named in
+    errors as `where`)."""
+    return from_dict(RunSpec, data, where)
 
 
 def source_checkpoint_path(source: SourceSpec) -> Path:

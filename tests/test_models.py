@@ -272,7 +272,7 @@ def test_truncated_file_is_refused(tmp_path):
 
 def test_non_checkpoint_files_are_refused(tmp_path):
     (tmp_path / "notes.pt").write_text("hello")
-    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(CheckpointError, match="is not a PyTorch checkpoint"):
         load_checkpoint(tmp_path / "notes.pt")
     torch.save({"weights": [1, 2]}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="no generator"):

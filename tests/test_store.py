@@ -174,12 +174,13 @@ def test_failed_replace_leaves_old_file_intact_and_no_temporaries(tmp_path, monk
         raise OSError("disk pulled")
 
     monkeypatch.setattr(os, "replace", crash)
-    with pytest.raises(OSError, match="disk pulled"):
+    with pytest.raises(TrajectoryError, match="disk pulled"):  # naming the file, kept intact
         append_rows(run_dir, [row(1000)], config=CONFIG, protocol=PROTOCOL)
     monkeypatch.undo()
 
     assert (run_dir / rundir.TRAJECTORY_FILE).read_bytes() == before
-    assert sorted(p.name for p in run_dir.iterdir()) == [rundir.TRAJECTORY_FILE]
+    assert sorted(p.name for p in run_dir.iterdir()) == [rundir.TRAJECTORY_FILE,
+                                                         rundir.TRAJECTORY_FILE + ".prev"]
     assert recorded_iterations(run_dir) == {0, 500}
 
 
@@ -219,7 +220,8 @@ def test_writer_killed_mid_write_leaves_earlier_rows_readable(tmp_path):
     pd.testing.assert_frame_equal(load_trajectories(run_dir), before)
     append_rows(run_dir, [row(1000)], config=CONFIG, protocol=PROTOCOL)
     assert recorded_iterations(run_dir) == {0, 500, 1000}
-    assert sorted(p.name for p in run_dir.iterdir()) == [rundir.TRAJECTORY_FILE]
+    assert sorted(p.name for p in run_dir.iterdir()) == [rundir.TRAJECTORY_FILE,
+                                                         rundir.TRAJECTORY_FILE + ".prev"]
 
 
 def test_reader_during_appends_always_sees_a_whole_table(tmp_path):

@@ -2,6 +2,7 @@
 
     config.toml          the resolved RunSpec (written once; a different one is refused)
     trajectory.parquet   one row per evaluated iteration (written only by the store)
+    trajectory.parquet.prev  the table before the last append (to recover a damaged table)
     samples/iter_XXXXXX.png|npy   the fixed-latent sample grid of each evaluation
     shots.png, shots.npy the few-shot training images
     checkpoints/latest.pt everything needed to resume bit-for-bit

@@ -3,7 +3,9 @@
 A trajectory file is rewritten whole on every append (read, concatenate, write to a temporary
 file beside it, fsync, rename), so a process killed at any instant leaves either the previous
 file or the new one on disk, never a torn one. Tables are tiny (one row per evaluation), so the
-rewrite costs nothing next to an evaluation.
+rewrite costs nothing next to an evaluation. Before each replace, the version being replaced is
+kept beside it as `trajectory.parquet.prev` (a hard link, or a copy), so a table damaged later
+(a disk fault, a bad copy) still has its previous version to go back to.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import math
 import numbers
 import os
+import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,12 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
 }
 # Columns that every row must carry a value for (non-nullable in the contract).
 REQUIRED_VALUES: tuple[str, ...] = (*schema.ID_COLUMNS, "iteration", "images_seen")
+PREVIOUS_SUFFIX = ".prev"  # trajectory.parquet.prev: the version before the latest append
+
+
+def previous_version(path: Path) -> Path:
+    """Where the version of trajectory `path` before its latest append is kept."""
+    return path.with_name(path.name + PREVIOUS_SUFFIX)
 
 
 # --------------------------------------------------------------------------------------------
@@ -153,9 +162,17 @@ def _read_whole_file(path: Path) -> pa.Table:
     try:
         with open(path, "rb") as fh:
             data = fh.read()
+    except OSError as exc:
+        raise TrajectoryError(f"{path}: cannot read it ({exc.strerror or exc})") from exc
+    try:
         return pq.read_table(pa.BufferReader(data))
     except (OSError, pa.ArrowException) as exc:
-        raise TrajectoryError(f"{path}: cannot read as parquet ({exc})") from exc
+        prev = previous_version(path)
+        fix = (f"; {prev.name} beside it holds the previous version (without the latest "
+               f"evaluation): rename it to {path.name} and run `adaptscope run --resume` to "
+               "record the rest again" if prev.is_file() else "")
+        raise TrajectoryError(f"{path} is unreadable: damaged or not a whole parquet table "
+                              f"({exc}){fix}") from exc
 
 
 def _read_table(path: Path) -> tuple[pa.Table, list[str], dict[str, str]]:
@@ -182,6 +199,26 @@ def _remove_stale_temporaries(run_dir: Path) -> None:
     # Left behind only by a writer killed mid-write; the tracker is the sole writer of a run.
     for stale in stale_temporaries(run_dir, TRAJECTORY_FILE):
         stale.unlink(missing_ok=True)
+
+
+def _keep_previous(target: Path) -> None:
+    """Keep the current `target` as its `.prev` before it is replaced.
+
+    A hard link costs nothing and never leaves a moment without a readable trajectory (the
+    trajectory itself is only ever replaced by rename, so the link keeps the old version); where
+    links are not supported, an atomic copy.
+    """
+    prev = previous_version(target)
+    prev.unlink(missing_ok=True)
+    try:
+        os.link(target, prev)
+    except OSError:
+        atomic_write(prev, lambda handle: _copy_into(target, handle))
+
+
+def _copy_into(source: Path, handle) -> None:
+    with open(source, "rb") as fh:
+        shutil.copyfileobj(fh, handle)
 
 
 def _write_atomically(table: pa.Table, target: Path) -> None:
@@ -251,7 +288,17 @@ def append_rows(
     table = pa.Table.from_pylist(
         [{c: r.get(c) for c in columns} for r in all_rows], schema=arrow_schema
     )
-    _write_atomically(table, target)
+    try:
+        if target.exists():
+            _keep_previous(target)
+        _write_atomically(table, target)
+    except OSError as err:  # a full disk, a quota, a lost mount: the old table is untouched
+        kept = (f"the {len(old_rows)} row(s) recorded before are intact in it"
+                if old_rows else "nothing was recorded yet")
+        raise TrajectoryError(
+            f"{target}: cannot write the trajectory ({err.strerror or err}); {kept}. Make room "
+            "(or fix the folder) and continue: `adaptscope run --resume` for a run, the same "
+            "`adaptscope track` command for tracked checkpoints") from err
 
 
 def recorded_iterations(run_dir: PathLike) -> set[int]:

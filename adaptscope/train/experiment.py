@@ -1,7 +1,9 @@
 """Loading an experiment: its TOML, `--set` overrides, plugins, and checked method settings.
 
-Everything is checked here, before any run exists: unknown keys, values of the wrong type, an
-unknown method, a method hyperparameter it does not have.
+Everything is checked here, before any run exists: unknown keys, values of the wrong type or out
+of range, an unknown method, a method hyperparameter it does not have, a measure the target
+cannot give. The metrics settings left "auto" are decided by the target here, so every RunSpec
+(and every run folder's config.toml) holds what actually runs.
 """
 
 from __future__ import annotations
@@ -13,7 +15,13 @@ from adaptscope.config import apply_overrides, coerce, from_dict, read_toml, set
 from adaptscope.errors import ConfigError, PluginError
 from adaptscope.methods import METHODS, Method, get_method
 from adaptscope.methods.plugins import import_plugins, resolve_plugin
-from adaptscope.spec import ExperimentConfig, RunSpec, default_config_path
+from adaptscope.spec import (
+    ExperimentConfig,
+    RunSpec,
+    check_metrics_fit_target,
+    default_config_path,
+    resolve_metrics,
+)
 
 
 def _load_plugins(data: dict[str, Any], extra: list[str], where: str) -> None:
@@ -57,8 +65,8 @@ def load_experiment(path: str | Path | None = None, overrides: list[str] | None 
     for name in set(method_params) - set(cfg.methods):  # tables of methods not run now
         method_params[name] = coerce(method_params[name], dict[str, Any], f"{source}: [{name}]")
     cfg.method_params = method_params
-    if cfg.schedule.eval_every <= 0 or cfg.schedule.iterations < 0:
-        raise ConfigError(f"{source}: schedule needs eval_every > 0 and iterations >= 0")
+    check_metrics_fit_target(cfg.metrics, cfg.target)
+    cfg.metrics = resolve_metrics(cfg.metrics, cfg.target)
     return cfg
 
 

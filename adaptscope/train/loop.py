@@ -16,33 +16,19 @@ from typing import Any
 
 import torch
 
-from adaptscope.embedded import TOYFACES_PREFIX
-from adaptscope.errors import CheckpointError, DataError, TrainingDiverged
+from adaptscope.errors import CheckpointError, TrainingDiverged
 from adaptscope.methods import MethodContext
 from adaptscope.models import load_checkpoint, save_checkpoint
-from adaptscope.spec import EMBEDDED_SOURCE, RunSpec, source_checkpoint_path
+from adaptscope.spec import RunSpec, source_checkpoint_path
 from adaptscope.track.rundir import RunDir
 from adaptscope.track.target import load_target
 from adaptscope.track.tracker import Tracker
 from adaptscope.train.experiment import method_class, method_params
+from adaptscope.train.preflight import damaged_checkpoint
 from adaptscope.train.state import device_rng_state, restore
 from adaptscope.train.step import GANStep
 
 EventFn = Callable[[dict[str, Any]], None]
-
-
-def check_inputs(spec: RunSpec) -> None:
-    """Fail before any work when the source checkpoint or the target data is missing."""
-    path = source_checkpoint_path(spec.source)
-    if not path.is_file():
-        hint = ("the shipped toy model is missing from the installation; rebuild it with "
-                "`adaptscope pretrain source`" if spec.source.checkpoint == EMBEDDED_SOURCE
-                else "download it or set source.checkpoint (--set source.checkpoint=PATH)")
-        raise CheckpointError(f"source checkpoint {path} does not exist: {hint}")
-    data = spec.target.data
-    if not data.startswith(TOYFACES_PREFIX) and not Path(data).exists():
-        raise DataError(f"target data {data} does not exist: put the full target set there "
-                        "(an image folder or .zip) or set target.data (--set target.data=PATH)")
 
 
 def _seed_everything(spec: RunSpec) -> torch.device:
@@ -97,7 +83,10 @@ def _adapt(spec: RunSpec, folder: RunDir, emit: EventFn) -> Path:
     tracker = Tracker(spec, folder, target)
     iteration, elapsed, checkpointed = 0, 0.0, -1
     if folder.checkpoint.exists():
-        extra = restore(folder.checkpoint, g, d, g_ema, step.g_opt, step.d_opt)
+        try:
+            extra = restore(folder.checkpoint, g, d, g_ema, step.g_opt, step.d_opt)
+        except CheckpointError as err:
+            raise damaged_checkpoint(folder.checkpoint, err) from err
         method.load_state_dict(extra["method"])
         random.setstate((extra["py_rng"][0], tuple(extra["py_rng"][1]), None))
         iteration, elapsed = int(extra["iteration"]), float(extra["elapsed"])

@@ -4,20 +4,34 @@ On a CPU, one single-threaded process per run beats one run at a time with every
 embedded world's small models once runs are a few hundred iterations long (measured by
 experiments/benchmarks/bench_parallel_runs.py). Each run is independent and resumable, so a
 failure in one run never stops or corrupts the others.
+
+No orphans: only this process decides when the runs stop. Its child processes never see a
+Ctrl-C (they start with SIGINT blocked and then ignore it); on KeyboardInterrupt `execute` stops
+them itself and re-raises. They also watch this process, and exit within a second of its death,
+however it died (`kill -9` included). Stopping a run at any moment is safe: its rows and
+checkpoints are replaced whole and its folder's lock dies with it, so it resumes exactly.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import queue
+import signal
+import sys
+import threading
+import time
 import traceback
+from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing.managers import SyncManager
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -41,7 +55,7 @@ from adaptscope.track.rundir import (
 class PlannedRun:
     spec: RunSpec
     run_dir: Path
-    status: str = "pending"  # pending, complete, running, done, failed
+    status: str = "pending"  # pending, complete, running, done, failed, interrupted
     error: str = ""
 
 
@@ -62,7 +76,7 @@ def plan(specs: list[RunSpec], out: Path, console: Console | None = None) -> lis
                 raise RunDirectoryError(
                     f"two requested runs would share {seen.run_dir} with different settings "
                     f"({describe_differences(differences)}); give them distinct method names")
-            (console or Console()).print(
+            (console or _console()).print(
                 f"warning: {spec.run_id} is requested twice (a method or seed listed twice?); "
                 "running it once", markup=False, highlight=False, soft_wrap=True)
             continue
@@ -98,6 +112,89 @@ def default_workers(runs: list[PlannedRun], device: str) -> int:
     return max(1, min(os.cpu_count() or 1, len(runs)))
 
 
+def _console() -> Console:
+    """A console that prints text as it is: run ids and errors hold brackets and colons."""
+    return Console(emoji=False, highlight=False)
+
+
+# Exit status of a child process that stops because `adaptscope run` died (nobody reads it).
+ORPHANED_EXIT = 1
+WATCH_PARENT_EVERY = 0.5  # seconds between a child's checks that its parent is alive
+
+
+def _init_child(parent_pid: int) -> None:
+    """Initializer of every child process (workers and the event queue's manager).
+
+    Ctrl-C is the parent's to handle: the child ignores SIGINT. And the child does not outlive
+    the parent: on every platform a daemon thread exits it within WATCH_PARENT_EVERY seconds of
+    the parent's death, and on Linux the kernel kills it at once as well (PR_SET_PDEATHSIG).
+    Exiting abruptly is safe: see the module docstring.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):  # an extra: the watchdog below is the mechanism
+            import ctypes
+
+            pr_set_pdeathsig = 1
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    threading.Thread(target=_watch_parent, args=(parent_pid,), name="adaptscope-watch-parent",
+                     daemon=True).start()
+
+
+def _watch_parent(parent_pid: int) -> None:
+    # Two signs of the parent's death: a new parent PID (POSIX re-parents an orphan) and, in a
+    # process multiprocessing started, the parent's sentinel (the only sign on Windows).
+    parent = mp.parent_process()
+    while os.getppid() == parent_pid:
+        if parent is None:
+            time.sleep(WATCH_PARENT_EVERY)
+            continue
+        parent.join(WATCH_PARENT_EVERY)  # returns as soon as the parent has exited
+        if not parent.is_alive():
+            break
+    os._exit(ORPHANED_EXIT)  # the parent died: stop now, as `kill -9` would
+
+
+@contextlib.contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """Processes started inside start with SIGINT blocked (the signal mask is inherited), so a
+    Ctrl-C before their initializer runs does not reach them either."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: the initializer alone
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _stop_workers(pool: ProcessPoolExecutor, grace: float = 5.0) -> None:
+    """Cancel the runs not started and stop the running ones now (SIGTERM, then SIGKILL)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for process in processes:
+        process.terminate()
+    deadline = time.monotonic() + grace
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+            process.join()
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def _stopped_on_error(pool: ProcessPoolExecutor) -> Iterator[None]:
+    """Stop the pool's workers when the block raises (Ctrl-C included): without this, leaving
+    the pool would wait for every submitted run to finish."""
+    try:
+        yield
+    except BaseException:
+        _stop_workers(pool)
+        raise
+
+
 def _worker(spec_data: dict[str, Any], run_dir: str, events) -> None:
     # Imported here so that spawned processes start only what a run needs.
     from adaptscope.train.loop import run_adaptation
@@ -113,8 +210,12 @@ def describe_latest(event: dict[str, Any]) -> str:
 
 
 def execute(runs: list[PlannedRun], workers: int, console: Console | None = None) -> None:
-    """Run every pending run, showing a progress bar per run with ETA and latest metrics."""
-    console = console or Console()
+    """Run every pending run, showing a progress bar per run with ETA and latest metrics.
+
+    On KeyboardInterrupt (Ctrl-C) the worker processes are stopped before it is re-raised; the
+    interrupted runs are left resumable (`adaptscope run --resume`) with status "interrupted".
+    """
+    console = console or _console()
     todo = [r for r in runs if r.status == "pending"]
     if not todo:
         return
@@ -122,7 +223,7 @@ def execute(runs: list[PlannedRun], workers: int, console: Console | None = None
                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[latest]}"))
     with Progress(*columns, console=console) as progress:
         tasks = {r.spec.run_id: progress.add_task(
-            f"{r.spec.method} s{r.spec.seed}", total=r.spec.schedule.iterations,
+            escape(f"{r.spec.method} s{r.spec.seed}"), total=r.spec.schedule.iterations,
             latest="waiting") for r in todo}
 
         def handle(event: dict[str, Any]) -> None:
@@ -134,26 +235,44 @@ def execute(runs: list[PlannedRun], workers: int, console: Console | None = None
                 fields["latest"] = "evaluating"
             progress.update(task, **fields)
 
-        if workers <= 1:
+        try:
+            if workers <= 1:
+                for run in todo:
+                    _run_inline(run, handle, console)
+            else:
+                _run_in_workers(todo, workers, handle, console)
+        except KeyboardInterrupt:
             for run in todo:
-                _run_inline(run, handle, console)
-            return
-        ctx = mp.get_context("spawn")
-        with ctx.Manager() as manager, ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+                if run.status == "pending":
+                    run.status = "interrupted"
+            raise
+
+
+def _run_in_workers(todo: list[PlannedRun], workers: int, handle, console: Console) -> None:
+    ctx = mp.get_context("spawn")
+    parent = (os.getpid(),)
+    with contextlib.ExitStack() as stack:
+        with _sigint_blocked():  # every child is started here
+            manager = SyncManager(ctx=ctx)
+            manager.start(_init_child, parent)
+            stack.enter_context(manager)
+            pool = stack.enter_context(ProcessPoolExecutor(
+                workers, mp_context=ctx, initializer=_init_child, initargs=parent))
+            stack.enter_context(_stopped_on_error(pool))
             events = manager.Queue()
             futures: dict[Future, PlannedRun] = {
                 pool.submit(_worker, r.spec.to_dict(), str(r.run_dir), events): r for r in todo}
-            pending = set(futures)
-            while pending:
-                try:
-                    handle(events.get(timeout=0.2))
-                except queue.Empty:
-                    pass
-                for fut in [f for f in pending if f.done()]:
-                    pending.discard(fut)
-                    _finish(futures[fut], fut.exception(), console)
-            while not events.empty():
-                handle(events.get())
+        pending = set(futures)
+        while pending:
+            try:
+                handle(events.get(timeout=0.2))
+            except queue.Empty:
+                pass
+            for fut in [f for f in pending if f.done()]:
+                pending.discard(fut)
+                _finish(futures[fut], fut.exception(), console)
+        while not events.empty():
+            handle(events.get())
 
 
 def _run_inline(run: PlannedRun, handle, console: Console) -> None:
@@ -172,6 +291,8 @@ def _finish(run: PlannedRun, err: BaseException | None, console: Console) -> Non
         return
     run.status = "failed"
     run.error = f"{type(err).__name__}: {err}"
-    console.print(f"[red]{run.spec.run_id} failed:[/red] {run.error}")
+    console.print(f"[red]{escape(run.spec.run_id)} failed:[/red] {escape(run.error)}",
+                  emoji=False, highlight=False)
     if os.environ.get("ADAPTSCOPE_DEBUG"):
-        console.print("".join(traceback.format_exception(err)))
+        console.print("".join(traceback.format_exception(err)), markup=False, emoji=False,
+                      highlight=False)

@@ -1,0 +1,167 @@
+"""Checking every planned run before the first write, so a bad input leaves nothing half-made.
+
+`adaptscope run` calls these for the runs it will execute, before any run folder exists (or, on
+`--resume`, before anything in one is written). Each distinct input is checked once however many
+runs share it:
+
+- the settings' ranges (checked when the spec is built, `adaptscope.spec`) and whether the
+  metrics settings fit the target (no toy realism or ground truth for an image folder);
+- the source checkpoint, loaded strictly, with the networks adaptation needs;
+- the target: its full set and its shots, loaded at the source's resolution (enough images,
+  every image readable);
+- the metric backbones, built as the evaluator builds them (this finds missing weight files),
+  on the CPU;
+- the device;
+- for a run being resumed: its config, its trajectory and its checkpoint are readable.
+
+Nothing here changes what a run computes: the runs seed every RNG themselves when they start.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from adaptscope.config import read_toml
+from adaptscope.errors import CheckpointError, ConfigError, DataError
+from adaptscope.models import load_checkpoint
+from adaptscope.spec import (
+    EMBEDDED_SOURCE,
+    MetricsSpec,
+    RunSpec,
+    SourceSpec,
+    TargetSpec,
+    check_metrics_fit_target,
+    source_checkpoint_path,
+    spec_from_dict,
+)
+from adaptscope.track.rundir import RunDir
+from adaptscope.track.store import recorded_iterations
+from adaptscope.track.target import load_target
+
+
+def check_runs(specs: Sequence[RunSpec]) -> None:
+    """Fail with one AdaptscopeError naming the input and its fix, before any run is written,
+    when a run of `specs` could not start or could not be measured."""
+    sizes: dict[tuple[str, str], int] = {}  # (checkpoint, weights) -> resolution of G
+    domains: dict[tuple[Any, ...], str | None] = {}  # target -> ToyFaces domain (None: folder)
+    backbones: set[tuple[Any, ...]] = set()
+    devices: set[str] = set()
+    for spec in specs:
+        key = (str(source_checkpoint_path(spec.source)), spec.source.weights)
+        if key not in sizes:
+            sizes[key] = _check_source(spec.source)
+        size = sizes[key]
+        t = spec.target
+        target_key = (t.data, size, t.shots, t.shots_seed, tuple(t.files or ()) or None)
+        if target_key not in domains:
+            domains[target_key] = _check_target(t, size)
+        domain = domains[target_key]
+        check_metrics_fit_target(spec.metrics, spec.target)
+        m = spec.metrics
+        metrics_key = (m.fid_backbone, m.lpips_backbone, m.weights_dir, m.realism,
+                       m.realism_classifier, m.ground_truth, domain)
+        if metrics_key not in backbones:
+            _check_backbones(m, domain)
+            backbones.add(metrics_key)
+        if spec.device not in devices:
+            _check_device(spec.device)
+            devices.add(spec.device)
+
+
+def _check_source(source: SourceSpec) -> int:
+    """Load the source checkpoint strictly; return the resolution of the generator adapted."""
+    path = source_checkpoint_path(source)
+    if not path.is_file():
+        hint = ("the shipped toy model is missing from the installation; rebuild it with "
+                "`adaptscope pretrain source`" if source.checkpoint == EMBEDDED_SOURCE
+                else "download it or set source.checkpoint (--set source.checkpoint=PATH)")
+        raise CheckpointError(f"source checkpoint {path} does not exist: {hint}")
+    loaded = load_checkpoint(path)
+    if loaded.d is None or (loaded.g is None and source.weights == "g"):
+        raise CheckpointError(
+            f"{path} has no {'discriminator' if loaded.d is None else 'g'}: adaptation needs a "
+            "training checkpoint with 'g' (or set source.weights = 'g_ema') and 'd'")
+    start = loaded.g if source.weights == "g" else loaded.g_ema
+    return int(start.size)
+
+
+def _check_target(target: TargetSpec, size: int) -> str | None:
+    """Load the full set and the shots as a run would; return the ToyFaces domain (or None)."""
+    if not target.is_toyfaces and not Path(target.data).exists():
+        raise DataError(f"target data {target.data} does not exist: put the full target set "
+                        "there (an image folder or .zip) or set target.data "
+                        "(--set target.data=PATH)")
+    loaded = load_target(target.data, size, target.shots, target.shots_seed, target.files)
+    return loaded.domain
+
+
+def _check_backbones(metrics: MetricsSpec, domain: str | None) -> None:
+    """Build the metric networks as the evaluator does (on the CPU), then drop them."""
+    from adaptscope.embedded.toynet import load_toynet
+    from adaptscope.track.backbones import fid_extractor, lpips_net, realism_scorer
+
+    weights_dir = metrics.weights_dir or None
+    fid_extractor(metrics.fid_backbone, weights_dir, "cpu")
+    lpips_net(metrics.lpips_backbone, weights_dir)
+    realism_scorer(metrics.realism, metrics.realism_classifier, domain)
+    if metrics.ground_truth:
+        load_toynet()
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ConfigError(f"device = {device!r} is not a torch device (cpu, cuda, cuda:1, "
+                          "...); set --device") from err
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"device = {device!r}, but no CUDA GPU is available here; run "
+                              "with --device cpu or on a machine with a GPU")
+        if parsed.index is not None and parsed.index >= count:
+            raise ConfigError(f"device = {device!r}, but this machine has {count} CUDA "
+                              f"GPU(s) (cuda:0..cuda:{count - 1}); set --device")
+
+
+def check_run_configs(folders: Iterable[Path]) -> None:
+    """Each run folder's config.toml (where there is one) holds a whole, valid run config; an
+    error names the file."""
+    for folder in folders:
+        config = RunDir(folder).config
+        if config.is_file():
+            spec_from_dict(read_toml(config), where=str(config))
+
+
+def check_resumable(folders: Iterable[Path]) -> None:
+    """The trajectory and the checkpoint a run continues from (where it has them) are readable.
+
+    A damaged trajectory is named with its previous version, a damaged checkpoint with what
+    deleting it does; both before anything in the folder is written."""
+    for path in folders:
+        folder = RunDir(path)
+        recorded_iterations(folder.path)
+        if folder.checkpoint.exists():
+            try:
+                load_checkpoint(folder.checkpoint)
+            except CheckpointError as err:
+                raise damaged_checkpoint(folder.checkpoint, err) from err
+
+
+def damaged_checkpoint(path: Path, err: CheckpointError) -> CheckpointError:
+    """The error for a run checkpoint that cannot be resumed from, and what deleting it does."""
+    path = Path(path)
+    cause = err.__cause__
+    reason = str(cause).strip().splitlines()[0] if cause is not None and str(cause).strip() \
+        else str(err).split("; ")[0].removeprefix(f"{path}").lstrip(": ")
+    out = path.parent.parent.parent  # <out>/<run_id>/checkpoints/latest.pt
+    return CheckpointError(
+        f"{path} is damaged ({reason}); delete it and run `adaptscope run --resume --out "
+        f"{shlex.quote(str(out))}` "
+        "again: the run then starts again from iteration 0, which gives the same rows for the "
+        "same seed, and the rows already recorded are kept")
