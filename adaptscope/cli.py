@@ -279,10 +279,9 @@ def run(
     """Adapt the source model with each method and seed, tracking realism and diversity."""
     from rich.markup import escape
 
-    from adaptscope.track.rundir import started_runs
     from adaptscope.train import runner
     from adaptscope.train.experiment import load_experiment
-    from adaptscope.train.preflight import check_run_configs
+    from adaptscope.train.preflight import check_before_writing
 
     console = _console()
     for option, text in (("--methods", methods), ("--seeds", seeds)):
@@ -299,38 +298,19 @@ def run(
                     target__data=target and _target_spec(target), schedule__iterations=iterations,
                     schedule__eval_every=eval_every, device=device, workers=workers)
     if resume:
-        changing = [name for name, given in (
-            ("--methods", methods), ("--config", config), ("--target", target),
-            ("--seeds", seeds), ("--iterations", iterations), ("--eval-every", eval_every),
-            ("--device", device), ("--set", set_ or None), ("--plugin", plugin or None))
-            if given is not None]
-        if changing:
-            raise ConfigError(
-                f"--resume continues runs exactly as they were configured, so it takes no "
-                f"{', '.join(changing)} (only --out and --workers); to run other settings, "
-                "start new runs under another --out")
-        if not out.is_dir():
-            problem = "is not a folder" if out.exists() else "does not exist"
-            raise ConfigError(f"--resume: {out} {problem}; give the --out folder of the runs "
-                              "to continue")
-        check_run_configs(folder.path for folder in started_runs(out))
-        planned = runner.unfinished_runs(out)
+        _refuse_changes_on_resume(methods=methods, config=config, target=target, seeds=seeds,
+                                  iterations=iterations, eval_every=eval_every, device=device,
+                                  set_=set_, plugin=plugin)
+        planned = runner.plan_resume(out)
         if not planned:
             console.print(f"nothing to resume under {escape(str(out))}")
         n_workers = workers or runner.default_workers(planned, planned[0].spec.device
                                                       if planned else "cpu")
     else:
-        if out.exists() and not out.is_dir():
-            raise ConfigError(f"--out {out} is a file, not a folder; give the folder that holds "
-                              "(or will hold) the run folders")
         cfg = load_experiment(config, set_, plugin, values=values)
-        if not cfg.runs():
-            raise ConfigError(f"{config or 'the embedded default'}: no runs: methods and seeds "
-                              "must each name at least one")
-        check_run_configs(out / spec.run_id for spec in cfg.runs())
-        planned = runner.plan(cfg.runs(), out, console)
+        planned = runner.plan_experiment(cfg, out, console)
         n_workers = cfg.workers or runner.default_workers(planned, cfg.device)
-    _preflight([r for r in planned if r.status != "complete"], out)
+    check_before_writing([r for r in planned if r.status != "complete"], out)
     for r in planned:
         if r.status == "complete":
             console.print(f"{r.spec.run_id}: already complete, kept")
@@ -347,18 +327,15 @@ def run(
         raise typer.Exit(EXIT_RUN_FAILED)
 
 
-def _preflight(todo: list, out: Path) -> None:
-    """Check every run about to execute (its inputs, backbones and, when resumed, its files),
-    then make sure `out` can take the run folders: all before the first write."""
-    from adaptscope.train.preflight import check_resumable, check_runs
-
-    if not todo:
-        return
-    check_runs([r.spec for r in todo])
-    check_resumable([r.run_dir for r in todo])
-    out.mkdir(parents=True, exist_ok=True)
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(out))
+def _refuse_changes_on_resume(**given: object) -> None:
+    """`--resume` continues runs exactly as they were configured: no option may change them."""
+    changing = [f"--{name.rstrip('_').replace('_', '-')}" for name, value in given.items()
+                if value not in (None, [], ())]
+    if changing:
+        raise ConfigError(
+            f"--resume continues runs exactly as they were configured, so it takes no "
+            f"{', '.join(changing)} (only --out and --workers); to run other settings, start "
+            "new runs under another --out")
 
 
 def _print_run_summary(planned, out: Path, console) -> None:

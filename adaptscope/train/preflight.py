@@ -19,6 +19,8 @@ Nothing here changes what a run computes: the runs seed every RNG themselves whe
 
 from __future__ import annotations
 
+import errno
+import os
 import shlex
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -165,3 +167,15 @@ def damaged_checkpoint(path: Path, err: CheckpointError) -> CheckpointError:
         f"{shlex.quote(str(out))}` "
         "again: the run then starts again from iteration 0, which gives the same rows for the "
         "same seed, and the rows already recorded are kept")
+
+
+def check_before_writing(todo: Sequence[Any], out: Path) -> None:
+    """Check every planned run about to execute (its inputs, backbones and, when resumed, its
+    files), then make sure `out` can take the run folders: all before the first write."""
+    if not todo:
+        return
+    check_runs([r.spec for r in todo])
+    check_resumable([r.run_dir for r in todo])
+    out.mkdir(parents=True, exist_ok=True)
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(out))

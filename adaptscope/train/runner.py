@@ -41,14 +41,15 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from adaptscope.errors import RunDirectoryError
-from adaptscope.spec import RunSpec, spec_from_dict
+from adaptscope.errors import ConfigError, RunDirectoryError
+from adaptscope.spec import ExperimentConfig, RunSpec, spec_from_dict
 from adaptscope.track.rundir import (
     RunDir,
     config_differences,
     describe_differences,
     started_runs,
 )
+from adaptscope.train.preflight import check_run_configs
 
 
 @dataclass
@@ -98,6 +99,30 @@ def plan(specs: list[RunSpec], out: Path, console: Console | None = None) -> lis
                 "choose another --out")
         planned[spec.run_id] = run
     return list(planned.values())
+
+
+def plan_experiment(cfg: ExperimentConfig, out: Path, console: Console | None = None
+                    ) -> list[PlannedRun]:
+    """The runs of an experiment under `out`, their existing folders checked."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder; give the folder that holds (or "
+                          "will hold) the run folders")
+    specs = cfg.runs()
+    if not specs:
+        raise ConfigError(f"experiment {cfg.name}: no runs: methods and seeds must each name at "
+                          "least one")
+    check_run_configs(out / spec.run_id for spec in specs)
+    return plan(specs, out, console)
+
+
+def plan_resume(out: Path) -> list[PlannedRun]:
+    """Every unfinished run under `out`, after checking each run folder's config."""
+    if not out.is_dir():
+        problem = "is not a folder" if out.exists() else "does not exist"
+        raise ConfigError(f"--resume: {out} {problem}; give the --out folder of the runs to "
+                          "continue")
+    check_run_configs(folder.path for folder in started_runs(out))
+    return unfinished_runs(out)
 
 
 def unfinished_runs(out: Path) -> list[PlannedRun]:
