@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 
 from adaptscope import load_trajectories
+from adaptscope.config import dumps_toml
 from adaptscope.models import Discriminator, Generator, save_checkpoint
 from adaptscope.spec import (
     LoopSpec,
@@ -46,6 +47,18 @@ def tiny_spec(source: Path, method: str = "tgan", **changes) -> RunSpec:
         method_params={"ewc": {"n_fisher": 4}}.get(method, {}),
     )
     return replace(spec, **changes)
+
+
+def write_experiment(path: Path, source: Path, iterations: int = 40, eval_every: int = 10,
+                     methods: tuple[str, ...] = ("tgan",), workers: int = 1) -> Path:
+    """An experiment TOML (name "cli") of the tiny world, for the command line."""
+    spec = tiny_spec(source, schedule=ScheduleSpec(iterations=iterations, eval_every=eval_every))
+    data = spec.to_dict()
+    for key in ("experiment", "method", "seed", "method_params"):
+        data.pop(key, None)
+    data.update({"name": "cli", "methods": list(methods), "seeds": [0], "workers": workers})
+    path.write_text(dumps_toml(data))
+    return path
 
 
 def metric_rows(run_dir: Path) -> pd.DataFrame:

@@ -14,10 +14,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from _tiny_world import CH, metric_rows, tiny_spec
+from _tiny_world import CH, metric_rows, tiny_spec, write_experiment
 
 from adaptscope import load_trajectories
-from adaptscope.config import dumps_toml
 from adaptscope.embedded import toyfaces
 from adaptscope.errors import TrainingDiverged
 from adaptscope.models import Generator
@@ -109,15 +108,6 @@ def test_a_directory_holding_another_run_is_refused(source_checkpoint, tmp_path)
         run_adaptation(tiny_spec(source_checkpoint, seed=3), tmp_path / "run")
 
 
-def _write_experiment(path: Path, source: Path) -> None:
-    spec = tiny_spec(source, schedule=ScheduleSpec(iterations=40, eval_every=10))
-    data = spec.to_dict()
-    for key in ("experiment", "method", "seed", "method_params"):
-        data.pop(key, None)
-    data.update({"name": "cli", "methods": ["tgan"], "seeds": [0], "workers": 1})
-    path.write_text(dumps_toml(data))
-
-
 def _cli(*args: str, env=None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "adaptscope.cli", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -126,7 +116,7 @@ def _cli(*args: str, env=None) -> subprocess.Popen:
 @pytest.mark.slow
 def test_cli_run_killed_and_resumed_gives_the_same_rows(source_checkpoint, tmp_path):
     config = tmp_path / "exp.toml"
-    _write_experiment(config, source_checkpoint)
+    write_experiment(config, source_checkpoint)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     ref = _cli("run", "--config", str(config), "--out", str(tmp_path / "ref"), env=env)
     out, _ = ref.communicate(timeout=300)
@@ -160,7 +150,7 @@ def test_cli_runs_a_plugin_method_in_worker_processes(source_checkpoint, tmp_pat
     from adaptscope.track.rundir import CHECKPOINT_FILE as CHECKPOINT
 
     config = tmp_path / "exp.toml"
-    _write_experiment(config, source_checkpoint)
+    write_experiment(config, source_checkpoint)
     plugin = Path(__file__).resolve().parents[1] / "experiments" / "example_plugin.py"
     proc = _cli("run", "--config", str(config), "--plugin", str(plugin), "--methods",
                 "frozen_mapping", "--seeds", "0,1", "--workers", "2", "--iterations", "4",

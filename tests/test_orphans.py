@@ -15,11 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
-from _tiny_world import tiny_spec
+from _tiny_world import tiny_spec, write_experiment
 from rich.console import Console
 
-from adaptscope.config import dumps_toml
-from adaptscope.spec import ScheduleSpec
 from adaptscope.track.rundir import RunDir
 from adaptscope.train import runner
 
@@ -28,20 +26,11 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals a
 RUNS = ("cli-sunglasses-tgan-s0", "cli-sunglasses-freezed-s0")
 
 
-def _write_experiment(path: Path, source: Path) -> None:
-    """Two runs in two workers, long enough to be still training when they are stopped."""
-    spec = tiny_spec(source, schedule=ScheduleSpec(iterations=400, eval_every=50))
-    data = spec.to_dict()
-    for key in ("experiment", "method", "seed", "method_params"):
-        data.pop(key, None)
-    data.update({"name": "cli", "methods": ["tgan", "freezed"], "seeds": [0], "workers": 2})
-    path.write_text(dumps_toml(data))
-
-
 def _start(tmp_path: Path, source: Path) -> tuple[subprocess.Popen, Path, Path]:
     """`adaptscope run` in a session of its own, as a shell runs a foreground job."""
     config, out, log = tmp_path / "exp.toml", tmp_path / "runs", tmp_path / "output.txt"
-    _write_experiment(config, source)
+    write_experiment(config, source, iterations=400, eval_every=50,
+                     methods=("tgan", "freezed"), workers=2)
     with log.open("w") as handle:
         proc = subprocess.Popen(
             [sys.executable, "-m", "adaptscope.cli", "run", "--config", str(config), "--out",

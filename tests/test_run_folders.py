@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _tiny_world import metric_rows, tiny_spec
+from _tiny_world import metric_rows, tiny_spec, write_experiment
 from _trajectory_fixtures import make_run
 from rich.console import Console
 from typer.testing import CliRunner
@@ -25,7 +25,6 @@ import adaptscope.track.rundir
 import adaptscope.track.tracker
 from adaptscope import load_trajectories
 from adaptscope.cli import app
-from adaptscope.config import dumps_toml
 from adaptscope.errors import RunDirectoryError
 from adaptscope.files import atomic_write
 from adaptscope.images import save_grid
@@ -130,18 +129,8 @@ def test_plan_runs_a_run_requested_twice_once_with_a_warning(source_checkpoint, 
         "twice?); running it once"]
 
 
-def _experiment(path: Path, source: Path) -> Path:
-    spec = tiny_spec(source, schedule=ScheduleSpec(iterations=40, eval_every=10))
-    data = spec.to_dict()
-    for key in ("experiment", "method", "seed", "method_params"):
-        data.pop(key, None)
-    data.update({"name": "cli", "methods": ["tgan"], "seeds": [0], "workers": 1})
-    path.write_text(dumps_toml(data))
-    return path
-
-
 def test_cli_keeps_a_finished_run_once_and_refuses_other_settings(source_checkpoint, tmp_path):
-    config = _experiment(tmp_path / "exp.toml", source_checkpoint)
+    config = write_experiment(tmp_path / "exp.toml", source_checkpoint)
     out = tmp_path / "runs"
     _stored(out, load_experiment(config).runs()[0], done=True)
 
