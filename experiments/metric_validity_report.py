@@ -86,6 +86,17 @@ def figure(df: pd.DataFrame, path: Path) -> None:
     fig.savefig(path, dpi=130)
 
 
+def _largest_loss(first_last: pd.DataFrame) -> str:
+    """The method that loses the most attribute coverage, and where intra-LPIPS ranks it."""
+    loss = (first_last["cov_first"] - first_last["cov_last"]).sort_values(ascending=False)
+    worst = loss.index[0]
+    rank = list(first_last.sort_values("lpips_last", ascending=False).index).index(worst) + 1
+    row = first_last.loc[worst]
+    return (f"The largest loss of coverage is {worst}'s ({row.cov_first:.3f} -> "
+            f"{row.cov_last:.3f}), yet intra-LPIPS ranks its final diversity {rank} of "
+            f"{len(first_last)} ({row.lpips_last:.3f}): intra-LPIPS misses that loss.")
+
+
 def readme(df: pd.DataFrame, table: pd.DataFrame, floor: dict, runs: str, out: str) -> str:
     pooled = table[table["methods"] == "all methods"].set_index("metric")["spearman"]
     per = table[table["methods"] != "all methods"]
@@ -136,7 +147,8 @@ def readme(df: pd.DataFrame, table: pd.DataFrame, floor: dict, runs: str, out: s
         "At the last evaluation, intra-LPIPS orders the methods "
         + " > ".join(first_last.sort_values("lpips_last", ascending=False).index)
         + "; attribute coverage orders them "
-        + " > ".join(first_last.sort_values("cov_last", ascending=False).index) + ".",
+        + " > ".join(first_last.sort_values("cov_last", ascending=False).index) + ". "
+        + _largest_loss(first_last),
         "",
         "![validity](validity.png)",
         "",
