@@ -18,13 +18,13 @@ import torch
 
 from adaptscope.errors import CheckpointError, TrainingDiverged
 from adaptscope.methods import MethodContext
-from adaptscope.models import load_checkpoint, save_checkpoint
-from adaptscope.spec import RunSpec, source_checkpoint_path
+from adaptscope.models import save_checkpoint
+from adaptscope.spec import RunSpec
 from adaptscope.track.rundir import RunDir
 from adaptscope.track.target import load_target
 from adaptscope.track.tracker import Tracker
 from adaptscope.train.experiment import method_class, method_params
-from adaptscope.train.preflight import damaged_checkpoint
+from adaptscope.train.preflight import damaged_checkpoint, load_source
 from adaptscope.train.state import device_rng_state, restore
 from adaptscope.train.step import GANStep
 
@@ -56,12 +56,7 @@ def _adapt(spec: RunSpec, folder: RunDir, emit: EventFn) -> Path:
     folder.write_spec(spec)
     device = _seed_everything(spec)
 
-    source = load_checkpoint(source_checkpoint_path(spec.source))
-    if source.d is None or (source.g is None and spec.source.weights == "g"):
-        raise CheckpointError(
-            f"{source.path} has no {'discriminator' if source.d is None else 'g'}: adaptation "
-            "needs a training checkpoint with 'g' (or set source.weights = 'g_ema') and 'd'")
-    start = source.g if spec.source.weights == "g" else source.g_ema
+    source, start = load_source(spec.source)
     g = copy.deepcopy(start).to(device).train()
     d = source.d.to(device).train()
     g_source = copy.deepcopy(start).to(device).eval().requires_grad_(False)

@@ -28,7 +28,7 @@ from typing import Any
 
 from adaptscope.config import read_toml
 from adaptscope.errors import CheckpointError, ConfigError, DataError
-from adaptscope.models import load_checkpoint
+from adaptscope.models import Generator, LoadedCheckpoint, load_checkpoint
 from adaptscope.spec import (
     EMBEDDED_SOURCE,
     MetricsSpec,
@@ -73,8 +73,9 @@ def check_runs(specs: Sequence[RunSpec]) -> None:
             devices.add(spec.device)
 
 
-def _check_source(source: SourceSpec) -> int:
-    """Load the source checkpoint strictly; return the resolution of the generator adapted."""
+def load_source(source: SourceSpec) -> tuple[LoadedCheckpoint, Generator]:
+    """The source checkpoint, loaded strictly, and the generator adaptation starts from; the
+    one check that it holds what adaptation needs (preflight and the loop alike)."""
     path = source_checkpoint_path(source)
     if not path.is_file():
         hint = ("the shipped toy model is missing from the installation; rebuild it with "
@@ -86,8 +87,12 @@ def _check_source(source: SourceSpec) -> int:
         raise CheckpointError(
             f"{path} has no {'discriminator' if loaded.d is None else 'g'}: adaptation needs a "
             "training checkpoint with 'g' (or set source.weights = 'g_ema') and 'd'")
-    start = loaded.g if source.weights == "g" else loaded.g_ema
-    return int(start.size)
+    return loaded, loaded.g if source.weights == "g" else loaded.g_ema
+
+
+def _check_source(source: SourceSpec) -> int:
+    """Load the source checkpoint; return the resolution of the generator adapted."""
+    return int(load_source(source)[1].size)
 
 
 def _check_target(target: TargetSpec, size: int) -> str | None:
