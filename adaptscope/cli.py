@@ -347,7 +347,7 @@ def _print_run_summary(planned, out: Path, console) -> None:
     dirs = [r.run_dir for r in planned if (r.run_dir / "trajectory.parquet").exists()]
     if not dirs:
         return
-    df = load_trajectories(dirs)
+    df = load_trajectories(dirs, evaluation="full")  # the rows with every metric
     table = Table(title=f"Trajectories in {escape(str(out))}/ (first -> last evaluation)")
     for col in ("method", "seed", "target", "iters", "FID", "intra-LPIPS", "p_t"):
         table.add_column(col)

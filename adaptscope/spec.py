@@ -20,6 +20,7 @@ from adaptscope.errors import ConfigError
 EMBEDDED_SOURCE = TOY_SOURCE
 AUTO = "auto"  # a metrics setting that follows the target (see `resolve_metrics`)
 REALISM_CHOICES = (AUTO, "none", "toy", "classifier")
+AUGMENTS = ("none", "ada")  # train.augment
 
 
 def _check(ok: bool, key: str, value: Any, rule: str) -> None:
@@ -49,9 +50,20 @@ class TargetSpec:
     shots: int = 10
     shots_seed: int = 0  # which shots (fixed across methods and seeds)
     files: list[str] | None = None  # explicit shot file names (folders only)
+    shots_file: str = ""  # a text file listing the shot file names, one a line (folders only)
 
     def __post_init__(self) -> None:
         _check(self.shots >= 1, "target.shots", self.shots, "target.shots >= 1")
+        if self.shots_file and self.files is not None:
+            raise ConfigError(
+                f"target.files and target.shots_file = {self.shots_file!r} both name the shots; "
+                "keep one of them (list the names in the shots file, or remove "
+                "target.shots_file)")
+        if self.shots_file and self.is_toyfaces:
+            raise ConfigError(
+                f"target.shots_file = {self.shots_file!r} is for an image folder or zip, but "
+                f"target.data = {self.data!r} is a ToyFaces domain, whose shots are drawn by "
+                "target.shots_seed; remove target.shots_file (--set target.shots_file=\"\")")
 
     @property
     def is_toyfaces(self) -> bool:
@@ -68,20 +80,35 @@ class TargetSpec:
 
 @dataclass
 class ScheduleSpec:
-    """When to evaluate: iteration 0, then every `eval_every`, up to `iterations`."""
+    """When to evaluate: iteration 0, then every `eval_every`, up to `iterations` (the full
+    evaluation); and every `cheap_every` in between, only the cheap metrics (p_t and the
+    nearest-shot LPIPS), so realism curves are dense enough to tell when p_t converges."""
 
     iterations: int = 3000
     eval_every: int = 500
+    cheap_every: int = 0  # 0: no cheap evaluations
 
     def __post_init__(self) -> None:
         _check(self.iterations >= 0, "schedule.iterations", self.iterations,
                "schedule.iterations >= 0")
         _check(self.eval_every >= 1, "schedule.eval_every", self.eval_every,
                "schedule.eval_every >= 1")
+        _check(self.cheap_every >= 0, "schedule.cheap_every", self.cheap_every,
+               "schedule.cheap_every >= 0 (0: no cheap evaluations)")
 
     def evaluation_points(self) -> list[int]:
+        """Iterations of the full evaluation (every metric, a sample grid, a checkpoint)."""
         points = list(range(0, self.iterations + 1, self.eval_every))
         return points if points[-1] == self.iterations else [*points, self.iterations]
+
+    def cheap_points(self) -> list[int]:
+        """Iterations of the cheap evaluation: multiples of `cheap_every` up to `iterations`
+        that are not full evaluation points (a full evaluation measures the cheap metrics too)."""
+        if self.cheap_every == 0:
+            return []
+        full = set(self.evaluation_points())
+        return [i for i in range(self.cheap_every, self.iterations + 1, self.cheap_every)
+                if i not in full]
 
 
 @dataclass
@@ -97,9 +124,30 @@ class LoopSpec:
     path_batch_shrink: int = 2
     mixing: float = 0.9
     ema_decay: float = 0.5 ** (32 / 10_000)  # 0.99778
+    # Mirror each real training image at random (p 0.5, per sample, seeded) wherever it enters
+    # training: every reference loop does (RandomHorizontalFlip; rosinality train.py, CDC
+    # train.py:104). Evaluation always uses the unflipped images.
+    flip: bool = True
+    # "ada": ADA's non-leaking augmentation of real and fake images before D, with an adaptive
+    # probability p (rosinality non_leaking.py; CDC train.py:218-258, its --augment).
+    augment: str = "none"
+    ada_target: float = 0.6  # [C] target of E[sign(D(real))]
+    # [C] images for p to move by 1, the adjustment speed (rosinality non_leaking.py:43; CDC's
+    # own loop moves p ada_target times as fast, train.py:182,256: 833_333 matches it)
+    ada_length: int = 500_000
+    ada_every: int = 256  # [C] images between adjustments of p
+    # 0: p adapts from 0 towards ada_target; above 0: p stays fixed at this value (CDC's
+    # --augment_p convention, train.py:181,239)
+    ada_p: float = 0.0
 
     def __post_init__(self) -> None:
-        for key in ("batch", "r1_every", "path_every", "path_batch_shrink"):
+        _check(self.augment in AUGMENTS, "train.augment", self.augment,
+               "one of " + ", ".join(f'"{a}"' for a in AUGMENTS))
+        _check(0 < self.ada_target < 1, "train.ada_target", self.ada_target,
+               "0 < train.ada_target < 1")
+        _check(0 <= self.ada_p <= 1, "train.ada_p", self.ada_p, "0 <= train.ada_p <= 1")
+        for key in ("batch", "r1_every", "path_every", "path_batch_shrink", "ada_length",
+                    "ada_every"):
             value = getattr(self, key)
             _check(value >= 1, f"train.{key}", value, f"train.{key} >= 1")
         # lr 0 is allowed: a step that moves nothing (the loop's tests use it)
@@ -121,6 +169,9 @@ class MetricsSpec:
     lpips_backbone: str = "vgg"  # "vgg", "alex" or "toy"
     lpips_n_samples: int = 1000
     lpips_max_per_cluster: int = 50
+    # Samples of a cheap evaluation (schedule.cheap_every): the first of the full evaluation's
+    # fixed latents, at most as many as it draws
+    cheap_n_samples: int = 200
     # p_t scorer: "none", "toy" (ToyFaces targets) or "classifier"; "auto": "toy" for a
     # ToyFaces target, "none" for an image folder
     realism: str = AUTO
@@ -142,7 +193,7 @@ class MetricsSpec:
         _check(isinstance(self.ground_truth, bool) or self.ground_truth == AUTO,
                "metrics.ground_truth", self.ground_truth, 'true, false or "auto"')
         for key, low in (("fid_n_gen", 2), ("lpips_n_samples", 2), ("lpips_max_per_cluster", 2),
-                         ("n_grid", 1), ("batch_size", 1)):
+                         ("cheap_n_samples", 2), ("n_grid", 1), ("batch_size", 1)):
             value = getattr(self, key)
             _check(value >= low, f"metrics.{key}", value, f"metrics.{key} >= {low}")
 

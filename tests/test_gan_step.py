@@ -150,7 +150,7 @@ def test_r1_is_skipped_between_its_lazy_iterations():
     loop = LoopSpec(batch=2, r1_gamma=4.0, r1_every=2, path_regularize=0.0, mixing=0.0)
     method = FixedLatents(MethodContext(g=g, d=d), [torch.randn(2, 16), torch.randn(2, 16)])
     losses = GANStep(g, d, copy.deepcopy(g), method, loop)(1, torch.rand(2, 3, 16, 16))
-    assert set(losses) == {"d_adv", "g_adv"}
+    assert set(losses) == {"loss_d_adv", "loss_g_adv"}
 
 
 def test_path_length_penalty_follows_its_formula():

@@ -65,16 +65,21 @@ def test_same_seed_gives_the_same_trajectory(source_checkpoint, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["dcl", "ewc", "cdc"])  # state: RNGs; Fisher; anchors, head
+@pytest.mark.parametrize("method,cheap_every", [  # state: RNGs; Fisher; anchors, head
+    ("dcl", 0), ("ewc", 0), ("cdc", 0),
+    ("dcl", 1),  # cheap rows at 1, 3, 5: the one at 3 recorded before the crash, none saved
+])
 def test_crash_then_rerun_resumes_to_the_uninterrupted_trajectory(source_checkpoint, tmp_path,
-                                                                  monkeypatch, method):
+                                                                  monkeypatch, method,
+                                                                  cheap_every):
     """A resumed run restores the method's state instead of computing it again: re-running
-    EWC's Fisher or redrawing CDC's anchors on resume would change the rows after it."""
+    EWC's Fisher or redrawing CDC's anchors on resume would change the rows after it. Every
+    column but the wall time is compared, the loss means since the previous row included."""
     from adaptscope.methods import get_method
 
     spec = tiny_spec(source_checkpoint, method,
-                     schedule=ScheduleSpec(iterations=6, eval_every=2))
-    full = metric_rows(run_adaptation(spec, tmp_path / "full"))
+                     schedule=ScheduleSpec(iterations=6, eval_every=2, cheap_every=cheap_every))
+    full = load_trajectories(run_adaptation(spec, tmp_path / "full")).drop(columns="wall_time_s")
 
     def crash(self, step):
         if step.iteration == 3:
@@ -84,9 +89,11 @@ def test_crash_then_rerun_resumes_to_the_uninterrupted_trajectory(source_checkpo
         m.setattr(get_method(method), "after_step", crash)
         with pytest.raises(RuntimeError, match="simulated crash"):
             run_adaptation(spec, tmp_path / "crashed")
-    assert metric_rows(tmp_path / "crashed")["iteration"].tolist() == [0, 2]
+    recorded = [0, 1, 2, 3] if cheap_every else [0, 2]
+    assert metric_rows(tmp_path / "crashed")["iteration"].tolist() == recorded
     run_adaptation(spec, tmp_path / "crashed")  # resumes from the checkpoint at iteration 2
-    pd.testing.assert_frame_equal(metric_rows(tmp_path / "crashed"), full)
+    resumed = load_trajectories(tmp_path / "crashed").drop(columns="wall_time_s")
+    pd.testing.assert_frame_equal(resumed, full)
 
 
 def test_nan_loss_stops_with_the_iteration_and_keeps_rows(source_checkpoint, tmp_path,

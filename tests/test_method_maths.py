@@ -168,14 +168,16 @@ def test_dcl_generator_term_anchors_adapted_features_on_source_positives_and_neg
     state = torch.get_rng_state()
     dcl.g_extra_losses(Step(1, real=dcl.ctx.shots[:4]), None)
     (anchors, positives, negatives, exclude_own), = calls
-    # Replay the draws: the latents, then the noise maps both generators share, then the layer.
+    # Replay the draws: the latents, each generator's own noise maps (CDC's code draws fresh
+    # noise per call), then the layer.
     torch.set_rng_state(state)
     z = torch.randn(dcl.params.contrastive_batch, dcl.ctx.g.style_dim)
-    noise = dcl.ctx.g.make_noise(z.shape[0])
+    noise_source = dcl.ctx.g.make_noise(z.shape[0])
+    noise_adapted = dcl.ctx.g.make_noise(z.shape[0])
     layer = int(torch.randint(1, dcl.ctx.g.num_layers, ()).item())
     with torch.no_grad():
-        _, _, feats_source = dcl.ctx.g_source([z], noise=noise, return_features=True)
-        _, _, feats_adapted = dcl.ctx.g([z], noise=noise, return_features=True)
+        _, _, feats_source = dcl.ctx.g_source([z], noise=noise_source, return_features=True)
+        _, _, feats_adapted = dcl.ctx.g([z], noise=noise_adapted, return_features=True)
     torch.testing.assert_close(anchors, feats_adapted[layer])
     torch.testing.assert_close(positives, feats_source[layer])
     torch.testing.assert_close(negatives, feats_source[layer])  # other latents, source G
@@ -183,21 +185,46 @@ def test_dcl_generator_term_anchors_adapted_features_on_source_positives_and_neg
     assert exclude_own
 
 
-def test_dcl_discriminator_term_contrasts_against_real_target_images(monkeypatch):
+def _residual_branches(d: Discriminator, x: torch.Tensor) -> list[torch.Tensor]:
+    """fromRGB output, then each block's conv1 and conv2 outputs (before the skip), the block
+    output itself carried on by the block's own forward."""
+    out = d.convs[0](x)
+    maps = [out]
+    for block in list(d.convs)[1:]:
+        h1 = block.conv1(out)
+        maps += [h1, block.conv2(h1)]
+        out = block(out)
+    return maps
+
+
+def _block_outputs(d: Discriminator, x: torch.Tensor) -> list[torch.Tensor]:
+    maps, out = [], x
+    for block in d.convs:
+        out = block(out)
+        maps.append(out)
+    return maps
+
+
+@pytest.mark.parametrize(("kind", "maps_of"), [("branches", _residual_branches),
+                                                ("blocks", _block_outputs)])
+def test_dcl_discriminator_term_contrasts_against_real_target_images(monkeypatch, kind,
+                                                                      maps_of):
     calls = _spy_info_nce(monkeypatch)
-    dcl = build("dcl", context(drift=0.05), d_term_minimized_by="discriminator")
+    dcl = build("dcl", context(drift=0.05), d_term_minimized_by="discriminator",
+                d_features=kind, shared_noise=True)
     real = dcl.ctx.shots[:4]
     state = torch.get_rng_state()
     dcl.d_extra_losses(Step(1, real=real), None)
     (anchors, positives, negatives, exclude_own), = calls
     torch.set_rng_state(state)
     z = torch.randn(dcl.params.contrastive_batch, dcl.ctx.g.style_dim)
-    noise = dcl.ctx.g.make_noise(z.shape[0])
-    block = int(torch.randint(1, len(dcl.ctx.d.convs), ()).item())
+    noise = dcl.ctx.g.make_noise(z.shape[0])  # shared_noise: one set for both generators
+    n_maps = len(maps_of(dcl.ctx.d, real))
+    index = int(torch.randint(1, n_maps, ()).item())  # never the 1x1 fromRGB map
     with torch.no_grad():
         img_s, _ = dcl.ctx.g_source([z], noise=noise)
         img_t, _ = dcl.ctx.g([z], noise=noise)
-        d_of = {name: dcl.ctx.d(x, return_features=True)[1][block]
+        d_of = {name: maps_of(dcl.ctx.d, x)[index]
                 for name, x in (("adapted", img_t), ("source", img_s), ("real", real))}
     torch.testing.assert_close(anchors, d_of["adapted"])  # D_t^l(G_t(z_i))
     torch.testing.assert_close(positives, d_of["source"])  # D_t^l(G_s(z_i))
@@ -252,7 +279,22 @@ def test_cdc_patch_head_trains_with_the_discriminator_and_reads_a_d_feature_map(
     m = build("cdc", patch_resolution=8)
     real = m.ctx.shots[:4]
     logits = m.d_logits(Step(1, real=real), real)  # a patch iteration
-    d_names, head_names = grads_of(F.softplus(-logits).mean(), m.ctx.d, m.patch_head)
-    assert head_names == {n for n, _ in m.patch_head.named_parameters()}
+    d_names, head_names = grads_of(F.softplus(-logits).mean(), m.ctx.d, m.scheme.head)
+    assert head_names == {n for n, _ in m.scheme.head.named_parameters()}
     # the head reads the 8x8 map: blocks after it (lower resolutions) get no gradient
     assert d_names and not any(n.startswith(("convs.2.", "final_")) for n in d_names)
+    # ... and it reads block 1's residual branch, before the skip is added (CDC model.py)
+    assert "convs.1.conv2.1.weight" in d_names
+    assert not any(n.startswith("convs.1.skip") for n in d_names)
+
+
+def test_cdc_patch_logits_are_a_leaky_relu_conv_of_the_residual_branch():
+    m = build("cdc", patch_resolution=8)
+    d, head = m.ctx.d, m.scheme.head
+    with torch.no_grad():
+        head[1].bias.fill_(0.3)  # a non-zero bias shows where it is added
+        x = m.ctx.shots[:4]
+        branch = d.convs[1].conv2(d.convs[1].conv1(d.convs[0](x)))
+        conv = F.conv2d(branch, head[0].weight * head[0].scale, padding=1)
+        expected = F.leaky_relu(conv + 0.3, 0.2) * math.sqrt(2)
+        torch.testing.assert_close(m.d_logits(Step(1, real=x), x), expected.flatten(1))

@@ -126,7 +126,7 @@ def test_ewc_penalty_is_zero_at_source_and_grows_with_drift():
 def test_cdc_anchor_iterations_sample_near_anchors_and_patch_iterations_give_patch_logits():
     m = build("cdc", patch_resolution=8)
     z = m.sample_latents(Step(0, real=m.ctx.shots[:4]), 4)[0]
-    dist = torch.cdist(z, m.anchors).min(1).values
+    dist = torch.cdist(z, m.scheme.anchors).min(1).values
     assert torch.all(dist < 0.1 * 32**0.5 * 2)  # within a few stds of some anchor
     logits = m.d_logits(Step(1, real=m.ctx.shots[:4]), m.ctx.shots[:4])
     assert logits.shape == (4, 8 * 8)
@@ -140,9 +140,11 @@ def test_cdc_and_dcl_generator_terms_are_zero_or_minimal_at_the_source():
     cdc = build("cdc")
     loss = cdc.g_extra_losses(Step(1, real=cdc.ctx.shots[:4]), None)["cdc_dist"]
     assert loss.item() == pytest.approx(0.0, abs=1e-3)  # G_t == G_s at the start
-    dcl = build("dcl")
+    dcl = build("dcl", d_term_minimized_by="both")
     losses = dcl.g_extra_losses(Step(1, real=dcl.ctx.shots[:4]), None)
     assert set(losses) == {"dcl_g", "dcl_d"}
+    # the default: the D term is the discriminator's alone (the only public implementation)
+    assert set(build("dcl").g_extra_losses(Step(1, real=dcl.ctx.shots[:4]), None)) == {"dcl_g"}
     losses["dcl_g"].backward()
     assert any(p.grad is not None for p in dcl.ctx.g.parameters())
 
@@ -180,8 +182,8 @@ def test_method_state_round_trips():
     fresh = get_method("cdc")(get_method("cdc").Params(), context(1))
     fresh.build()  # a resumed run builds, then loads instead of setting up
     fresh.load_state_dict(cdc.state_dict())
-    assert torch.equal(fresh.anchors, cdc.anchors)
-    assert torch.equal(fresh.patch_head[0].weight, cdc.patch_head[0].weight)
+    assert torch.equal(fresh.scheme.anchors, cdc.scheme.anchors)
+    assert torch.equal(fresh.scheme.head[0].weight, cdc.scheme.head[0].weight)
 
 
 # --- registry -------------------------------------------------------------------------------

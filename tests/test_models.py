@@ -132,9 +132,15 @@ def test_features_have_documented_lengths_and_shapes():
     assert len(feats) == 2 * 4 - 3 == g.num_layers
     assert [tuple(f.shape[1:]) for f in feats] == [(16, 4, 4), (16, 8, 8), (16, 8, 8),
                                                   (8, 16, 16), (8, 16, 16)]
-    logits, dfeats = d(img, return_features=True)
-    assert logits.shape == (3, 1)
+    assert d(img).shape == (3, 1)
+    dfeats = d.features(img)
     assert [tuple(f.shape[1:]) for f in dfeats] == [(8, 16, 16), (16, 8, 8), (16, 4, 4)]
+    # the residual branches: fromRGB, then conv1 (same size) and conv2 (halved) of each block
+    branches = d.features(img, "branches")
+    assert [tuple(f.shape[1:]) for f in branches] == [(8, 16, 16), (8, 16, 16), (16, 8, 8),
+                                                     (16, 8, 8), (16, 4, 4)]
+    torch.testing.assert_close(branches[2], d.convs[1].conv2(d.convs[1].conv1(dfeats[0])))
+    assert len(d.features(img, blocks=2)) == 2
     assert d.block_resolutions() == [16, 8, 4]
 
 

@@ -68,16 +68,21 @@ def tiny_args(source: Path, *more: str) -> list[str]:
 # --- A. realism and ground truth follow the target ---------------------------------------------
 
 # The embedded default's tgan run as it was resolved before "auto" existed: every value below is
-# what embedded-default.toml (or a field's default) gave, in the order config.toml writes it.
+# what embedded-default.toml (or a field's default) gave, in the order config.toml writes it
+# (since then: random flips of the shots, the ADA settings, the shots list file).
 EMBEDDED_DEFAULT_TGAN_S0 = {
     "experiment": "embedded-default", "method": "tgan", "seed": 0,
     "source": {"checkpoint": "toy", "name": "toyfaces-source", "weights": "g"},
-    "target": {"data": "toyfaces:sunglasses", "name": "", "shots": 10, "shots_seed": 0},
-    "schedule": {"iterations": 1000, "eval_every": 100},
+    "target": {"data": "toyfaces:sunglasses", "name": "", "shots": 10, "shots_seed": 0,
+               "shots_file": ""},
+    "schedule": {"iterations": 1000, "eval_every": 100, "cheap_every": 25},
     "train": {"batch": 4, "lr": 0.002, "r1_gamma": 0.1, "r1_every": 16, "path_regularize": 0.0,
-              "path_every": 4, "path_batch_shrink": 2, "mixing": 0.0, "ema_decay": 0.99778},
+              "path_every": 4, "path_batch_shrink": 2, "mixing": 0.0, "ema_decay": 0.99778,
+              "flip": True, "augment": "none", "ada_target": 0.6, "ada_length": 500_000,
+              "ada_every": 256, "ada_p": 0.0},
     "metrics": {"fid_backbone": "toy", "fid_n_gen": 1000, "lpips_backbone": "toy",
-                "lpips_n_samples": 1000, "lpips_max_per_cluster": 50, "realism": "toy",
+                "lpips_n_samples": 1000, "lpips_max_per_cluster": 50, "cheap_n_samples": 50,
+                "realism": "toy",
                 "realism_classifier": "", "ground_truth": True, "n_grid": 8, "batch_size": 100,
                 "weights_dir": ""},
     "method_params": {}, "plugins": [], "device": "cpu", "threads": 1,
@@ -219,6 +224,28 @@ def test_a_missing_realism_classifier_fails_before_any_run_folder(source_checkpo
         "--set", f"metrics.realism_classifier={tmp_path / 'missing.pt'}", "--out", str(out)))
     assert "missing.pt" in one_error(result)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("domain", ["babies", "sunglasses", "sketches", "afhq-cat"])
+def test_the_ffhq_configs_name_their_missing_realism_classifier_and_its_command(
+        domain, source_checkpoint, tmp_path, monkeypatch):
+    """Source, target and shot list in place, no classifier: one error naming the file and the
+    `adaptscope realism train` command that makes it, and no run folder."""
+    monkeypatch.chdir(tmp_path)
+    folder = write_pngs(tmp_path / "data" / domain, 12)
+    names = sorted(p.name for p in folder.iterdir())[:10]
+    (tmp_path / "data" / f"{domain}-10shot.txt").write_text("\n".join(names) + "\n")
+    config = Path(__file__).resolve().parents[1] / "experiments" / f"ffhq-{domain}.toml"
+    cfg = load_experiment(config, [f"source.checkpoint={source_checkpoint}"])
+    assert cfg.metrics.realism_classifier == f"checkpoints/realism-{domain}.pt"
+    assert cfg.schedule.cheap_every == 50
+    result = cli.invoke(app, ["run", "--config", str(config), "--set",
+                              f"source.checkpoint={source_checkpoint}", "--out", "runs"])
+    message = one_error(result)
+    assert f"realism classifier checkpoints/realism-{domain}.pt does not exist" in message
+    assert (f"adaptscope realism train --target data/{domain} --source-checkpoint "
+            f"{source_checkpoint} --out checkpoints/realism-{domain}.pt --device cuda") in message
+    assert not (tmp_path / "runs").exists()
 
 
 def test_a_source_without_a_discriminator_fails_before_any_run_folder(tmp_path):

@@ -18,7 +18,7 @@ from adaptscope.models import Discriminator, Generator
 from adaptscope.models.layers import ConvLayer
 from adaptscope.registry import Registry
 
-BUILTIN = ["cdc", "dcl", "ewc", "freezed", "tgan"]
+BUILTIN = ["cdc", "dcl", "ewc", "freezed", "tgan", "tgan_ada"]
 
 
 def first() -> str:
@@ -151,14 +151,14 @@ def test_cdc_patch_head_is_built_on_a_resumed_run_and_loads_its_weights():
     trained.build()
     trained.setup()
     with torch.no_grad():
-        trained.patch_head[0].weight.add_(1.0)  # as if trained
+        trained.scheme.head[0].weight.add_(1.0)  # as if trained
     resumed = cls(cls.Params(), context(1))
     resumed.build()  # no setup(): a resumed run loads the state instead
-    assert resumed.extra_d_modules() == [resumed.patch_head]
-    assert not torch.equal(resumed.patch_head[0].weight, trained.patch_head[0].weight)
+    assert resumed.extra_d_modules() == [resumed.scheme.head]
+    assert not torch.equal(resumed.scheme.head[0].weight, trained.scheme.head[0].weight)
     resumed.load_state_dict(trained.state_dict())
-    assert torch.equal(resumed.patch_head[0].weight, trained.patch_head[0].weight)
-    assert torch.equal(resumed.anchors, trained.anchors)
+    assert torch.equal(resumed.scheme.head[0].weight, trained.scheme.head[0].weight)
+    assert torch.equal(resumed.scheme.anchors, trained.scheme.anchors)
 
 
 def test_cdc_build_draws_only_the_patch_head_initialisation():
@@ -170,6 +170,6 @@ def test_cdc_build_draws_only_the_patch_head_initialisation():
     method.build()
     after_build = torch.get_rng_state()
     torch.manual_seed(7)
-    head = ConvLayer(method.ctx.d.channels[8], 1, 3, activate=False)
-    assert torch.equal(head[0].weight, method.patch_head[0].weight)
+    head = ConvLayer(method.ctx.d.channels[8], 1, 3)  # conv + leaky ReLU, as CDC's Extra
+    assert torch.equal(head[0].weight, method.scheme.head[0].weight)
     assert torch.equal(torch.get_rng_state(), after_build)

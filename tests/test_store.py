@@ -333,3 +333,59 @@ def test_config_is_json_in_the_parquet_metadata(tmp_path):
     append_rows(run_dir, [row(0)], config={"path": Path("/x")}, protocol=PROTOCOL)
     raw = pq.read_schema(run_dir / rundir.TRAJECTORY_FILE).metadata
     assert json.loads(raw[schema.META_CONFIG.encode()]) == {"path": "/x"}
+
+
+# --- schema versions and the evaluation column -------------------------------------------------
+
+
+def as_schema_1(run_dir: Path) -> None:
+    """Rewrite a trajectory as adaptscope wrote it before the `evaluation` column existed."""
+    path = run_dir / rundir.TRAJECTORY_FILE
+    table = pq.read_table(path)
+    meta = {**table.schema.metadata, schema.META_SCHEMA.encode(): b"1"}
+    table = table.drop_columns(["evaluation"]).replace_schema_metadata(meta)
+    pq.write_table(table, path)
+
+
+def test_rows_say_which_evaluation_they_are_and_full_is_the_default(tmp_path):
+    run_dir = new_run(tmp_path)
+    append_rows(run_dir, [row(0), row(250, evaluation="cheap", fid=None, intra_lpips=None),
+                          row(500, evaluation="full")], config=CONFIG, protocol=PROTOCOL)
+    df = load_trajectories(run_dir)
+    assert df["evaluation"].tolist() == ["full", "cheap", "full"]
+    assert str(df["evaluation"].dtype) == "string"
+    assert load_trajectories(run_dir, evaluation="full")["iteration"].tolist() == [0, 500]
+    assert load_trajectories(run_dir, evaluation="cheap")["iteration"].tolist() == [250]
+    assert read_metadata(run_dir)["schema"] == "2"
+    with pytest.raises(TrajectoryError, match="'evaluation' must be one of"):
+        append_rows(run_dir, [row(750, evaluation="quick")], config=CONFIG, protocol=PROTOCOL)
+    with pytest.raises(TrajectoryError, match="'evaluation' must have a value"):
+        append_rows(run_dir, [row(750, evaluation=None)], config=CONFIG, protocol=PROTOCOL)
+
+
+def test_a_schema_1_trajectory_loads_as_full_evaluations_and_takes_new_rows(tmp_path):
+    run_dir = new_run(tmp_path)
+    append_rows(run_dir, [row(0), row(500)], config=CONFIG, protocol=PROTOCOL)
+    as_schema_1(run_dir)
+    assert read_metadata(run_dir)["schema"] == "1"
+    assert "evaluation" not in pq.read_schema(run_dir / rundir.TRAJECTORY_FILE).names
+
+    df = load_trajectories(run_dir)
+    assert list(df.columns) == list(schema.COLUMNS)
+    assert df["evaluation"].tolist() == ["full", "full"]
+    assert recorded_iterations(run_dir) == {0, 500}
+    # A run resumed with this version appends to it: the table is rewritten as version 2.
+    append_rows(run_dir, [row(500), row(1000)], config=CONFIG, protocol=PROTOCOL)
+    assert read_metadata(run_dir)["schema"] == schema.SCHEMA_VERSION
+    assert load_trajectories(run_dir)["evaluation"].tolist() == ["full"] * 3
+
+
+def test_an_unknown_schema_version_is_refused(tmp_path):
+    run_dir = new_run(tmp_path)
+    append_rows(run_dir, [row(0)], config=CONFIG, protocol=PROTOCOL)
+    path = run_dir / rundir.TRAJECTORY_FILE
+    table = pq.read_table(path)
+    pq.write_table(table.replace_schema_metadata(
+        {**table.schema.metadata, schema.META_SCHEMA.encode(): b"9"}), path)
+    with pytest.raises(TrajectoryError, match="schema version '9'.*reads versions '1', '2'"):
+        load_trajectories(run_dir)

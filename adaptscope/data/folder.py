@@ -123,13 +123,16 @@ class _Reader:
             self.zip.close()
 
 
-def _check_files(root: Path, files: Sequence[str], available: Sequence[str]) -> list[str]:
+def _check_files(
+    root: Path, files: Sequence[str], available: Sequence[str], listed_in: Path | None = None
+) -> list[str]:
     known = set(available)
     wanted = [Path(f).as_posix() for f in files]
     missing = [f for f in wanted if f not in known]
     if missing:
+        where = f", listed in {listed_in}," if listed_in is not None else ""
         raise DataError(
-            f"image {missing[0]!r} is not in {root} ({len(known)} images there); "
+            f"image {missing[0]!r}{where} is not in {root} ({len(known)} images there); "
             "give names relative to the dataset root, as `list_images` prints them"
         )
     return wanted
@@ -179,3 +182,35 @@ def few_shot_subset(
         )
     picked = np.random.default_rng(seed).choice(len(available), size=shots, replace=False)
     return [available[i] for i in sorted(picked.tolist())]
+
+
+def read_shots_file(list_file: str | Path, path: str | Path, shots: int) -> list[str]:
+    """The shot names listed in `list_file` (one a line; blank lines and lines starting with
+    "#" ignored), checked against the images of `path` and the number of `shots`.
+
+    A relative `list_file` is taken from the working directory, as the dataset path is."""
+    source = Path(list_file)
+    fix = (f"write the {shots} shot file names there, one a line, relative to {Path(path)}, "
+           "or set target.shots_file")
+    if not source.is_file():
+        raise DataError(f"shots file {source} does not exist: {fix}")
+    try:
+        text = source.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"cannot read shots file {source} ({err}); save it as UTF-8 text with "
+                        "one file name a line") from err
+    lines = (line.strip() for line in text.splitlines())
+    names = [line for line in lines if line and not line.startswith("#")]
+    if not names:
+        raise DataError(f"shots file {source} lists no file names: {fix}")
+    if len(names) != shots:
+        raise DataError(
+            f"shots file {source} lists {len(names)} file names but target.shots = {shots}; "
+            f"list exactly {shots} names there or set target.shots = {len(names)}")
+    root = Path(path)
+    chosen = _check_files(root, names, list_images(root), listed_in=source)
+    repeated = sorted({n for n in chosen if chosen.count(n) > 1})
+    if repeated:
+        raise DataError(f"shots file {source} lists {repeated[0]!r} more than once; list "
+                        f"{shots} different images")
+    return chosen

@@ -19,9 +19,9 @@ from adaptscope.methods.cdc import CDC
 from adaptscope.methods.dcl import DCL
 from adaptscope.methods.ewc import EWC
 from adaptscope.methods.freezed import FreezeD
-from adaptscope.methods.tgan import TGAN
+from adaptscope.methods.tgan import TGAN, TGANADA
 
-BUILTIN_METHODS: tuple[type[Method], ...] = (TGAN, FreezeD, EWC, CDC, DCL)
+BUILTIN_METHODS: tuple[type[Method], ...] = (TGAN, TGANADA, FreezeD, EWC, CDC, DCL)
 
 for _cls in BUILTIN_METHODS:
     METHODS.register(_cls.name, _cls)

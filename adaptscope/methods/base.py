@@ -61,6 +61,12 @@ class Method:
 
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
+    # Generator loss terms whose gradient norms on G the trajectory records (EWC: its penalty
+    # beside the adversarial term); each costs one extra backward pass per iteration.
+    grad_norm_terms: ClassVar[tuple[str, ...]] = ()
+    # Loop settings this method runs with whatever the experiment says (TGAN+ADA: ADA on);
+    # applied to every run of the method when an experiment is planned.
+    loop_settings: ClassVar[dict[str, Any]] = {}
 
     @dataclass
     class Params:
@@ -169,16 +175,19 @@ def hp(default: Any, doc: str) -> Any:
     return field(default=default, metadata={"doc": doc})
 
 
-def paired_generation(ctx: MethodContext, z: torch.Tensor):
-    """Images and per-layer features of the same latents (and noise) in G_source and G.
+def paired_generation(ctx: MethodContext, z: torch.Tensor, shared_noise: bool):
+    """Images and per-layer features of the same latents in G_source and G.
 
     Returns (source_images, source_features, target_images, target_features); the source side
-    carries no gradient. Sharing the noise maps means the two sides differ only by weights.
+    carries no gradient. With `shared_noise` both draw the same noise maps, so the two sides
+    differ only by weights; without, each draws its own (as a generator called with random
+    noise does in CDC's train.py).
     """
     g = ctx.g
     z = z.to(g.device)
-    noise = g.make_noise(z.shape[0])
+    noise_s = g.make_noise(z.shape[0])
+    noise_t = noise_s if shared_noise else g.make_noise(z.shape[0])
     with torch.no_grad():
-        img_s, _, feats_s = ctx.g_source([z], noise=noise, return_features=True)
-    img_t, _, feats_t = g([z], noise=noise, return_features=True)
+        img_s, _, feats_s = ctx.g_source([z], noise=noise_s, return_features=True)
+    img_t, _, feats_t = g([z], noise=noise_t, return_features=True)
     return img_s, feats_s, img_t, feats_t

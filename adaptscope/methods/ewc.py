@@ -1,4 +1,21 @@
-"""EWC: elastic weight consolidation of the generator towards its source weights."""
+"""EWC: elastic weight consolidation of the generator towards its source weights (Li 2020).
+
+No author code exists. The penalty is lam * sum_i F_i (theta_i - theta_source_i)^2, summed over
+every generator parameter i, with the empirical diagonal Fisher at the source weights
+F_i = (1/N) sum_n (d log D_s(G_s(z_n)) / d theta_i)^2: per-sample squared gradients of the log
+likelihood log sigmoid(D(G(z))) under the source D, averaged over N = n_fisher latents (AdAM's
+code ranks kernels with the same per-sample squared-gradient form [S]).
+
+How lam scales with the model. The penalty pulls parameter i with 2 * lam * F_i * drift_i, and
+the Fisher's total sum_i F_i = E ||grad log D||^2 is spread over all P parameters, so the mean
+F_i, and with it the pull of a given lam, changes by orders of magnitude between a 384k-parameter
+toy generator and the 30M-parameter 256 px one (and with the reduction: a per-layer mean instead
+of this sum divides it by each layer's size). So lam is not portable: calibrate it by the
+ratio the trajectory records, `grad_norm_ewc / grad_norm_g_adv` (the penalty's gradient norm on G
+beside the adversarial term's). `experiments/ewc-lambda.toml` sweeps lam on any source: run it
+with `--set source.checkpoint=...` on the 256 px model and keep the lam whose realism (p_t)
+converges near TGAN's, as the paper's EWC does (`reports/ewc-calibration/` for the toy model).
+"""
 
 from __future__ import annotations
 
@@ -14,15 +31,16 @@ from adaptscope.methods.base import Method, Step, check_setting, hp
 class EWC(Method):
     name = "ewc"
     summary = "Penalise G's drift from the source, weighted by Fisher information (Li 2020)."
+    grad_norm_terms = ("g_adv", "ewc")
 
     @dataclass
     class Params:
         lam: float = hp(
             5e8,
-            "[U] Penalty weight on sum_i F_i (theta_i - theta_source_i)^2 (a SUM over every G "
-            "parameter). 5e8 as the paper's text is remembered; public ports use 100 on a "
-            "per-layer mean or 1e6 on a sum. The right scale depends on the reduction and on "
-            "the Fisher's magnitude, which depends on the model.",
+            "[U] Penalty weight on sum_i F_i (theta_i - theta_source_i)^2, a SUM over every G "
+            "parameter, and 5e8 as the paper's text is remembered for the 256 px model; its "
+            "scale depends on the model, so calibrate it with experiments/ewc-lambda.toml "
+            "(the embedded default uses 100).",
         )
         n_fisher: int = hp(
             200, "[U] Latents used to estimate the diagonal Fisher ('a few hundred').")

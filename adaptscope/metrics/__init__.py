@@ -30,6 +30,8 @@ _EXPORTS: dict[str, str] = {
     # diversity
     "intra_cluster_lpips": "intra_lpips",
     "IntraLPIPSResult": "intra_lpips",
+    "nearest_shots": "intra_lpips",
+    "NearestShots": "intra_lpips",
     "LPIPSEmbedder": "lpips_embed",
     "LPIPSNet": "lpips_embed",
     # realism

@@ -17,6 +17,7 @@ from float64 Gram algebra, so memory does not grow with N at 256 px.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,7 +50,25 @@ class IntraLPIPSResult:
     @property
     def nearest_shot_lpips(self) -> float:
         """Mean LPIPS from a sample to its nearest training shot (replication gauge)."""
-        return float(self.nearest_distance.mean()) if len(self.nearest_distance) else math.nan
+        return _mean_or_nan(self.nearest_distance)
+
+
+@dataclass(frozen=True)
+class NearestShots:
+    """Each sample's nearest centre and its LPIPS to it: the first half of intra-cluster LPIPS,
+    on its own where only the replication gauge is wanted (no pairs within clusters)."""
+
+    nearest_center: np.ndarray  # (N,) index of each sample's centre
+    nearest_distance: np.ndarray  # (N,) LPIPS from each sample to its centre
+
+    @property
+    def nearest_shot_lpips(self) -> float:
+        """Mean LPIPS from a sample to its nearest training shot (replication gauge)."""
+        return _mean_or_nan(self.nearest_distance)
+
+
+def _mean_or_nan(values: np.ndarray) -> float:
+    return float(values.mean()) if len(values) else math.nan
 
 
 def selection_order(n: int, seed: int) -> np.ndarray:
@@ -99,6 +118,69 @@ def _gather_members(embedder: LPIPSEmbedder, samples: torch.Tensor, members: lis
     return out
 
 
+def _embedder(samples: torch.Tensor, centers: torch.Tensor, net, input_size: int | None | str,
+              quantize: bool) -> LPIPSEmbedder:
+    """The embedder for `net`, after checking that `samples` and `centers` can be compared."""
+    if samples.ndim != 4 or centers.ndim != 4 or samples.shape[1] != 3 or centers.shape[1] != 3:
+        raise ValueError(
+            f"samples and centers must be (N, 3, H, W) and (K, 3, H, W), got "
+            f"{tuple(samples.shape)} and {tuple(centers.shape)}"
+        )
+    if len(centers) == 0:
+        raise ValueError("at least one cluster centre is needed")
+    embedder = LPIPSEmbedder(net, input_size, quantize)
+    if embedder.input_size is None and samples.shape[-2:] != centers.shape[-2:]:
+        raise ValueError(
+            f"samples are {tuple(samples.shape[-2:])} and centres {tuple(centers.shape[-2:])}; "
+            "pass input_size to compare images of different sizes"
+        )
+    return embedder
+
+
+def _nearest_batches(
+    embedder: LPIPSEmbedder, samples: torch.Tensor, centers: torch.Tensor, seed: int,
+    batch_size: int,
+) -> Iterator[tuple[np.ndarray, list[torch.Tensor], np.ndarray, np.ndarray]]:
+    """Embed the samples batch by batch in `selection_order`; yield each batch's sample indices,
+    per-layer embeddings, nearest centres and LPIPS to them.
+
+    The one place nearest centres are computed, so intra-cluster LPIPS and `nearest_shots` give
+    the same distances for the same samples.
+    """
+    center_emb = to_float64(_embed_all(embedder, centers, batch_size))
+    center_norms = sq_norms(center_emb)
+    order = selection_order(len(samples), seed)
+    for s in _batches(len(samples), batch_size):
+        idx = order[s]
+        emb = embedder.embed(samples[torch.as_tensor(idx)])
+        best = cross_distances(emb, center_emb, center_norms).min(dim=1)
+        yield idx, emb, best.indices.cpu().numpy(), best.values.cpu().numpy()
+        del emb  # one batch of embeddings alive at a time (they are large at 256 px)
+
+
+def nearest_shots(
+    samples: torch.Tensor,
+    centers: torch.Tensor,
+    net,
+    *,
+    seed: int = 0,
+    input_size: int | None | str = "default",
+    quantize: bool = True,
+    batch_size: int = 16,
+) -> NearestShots:
+    """Each sample's nearest centre (training shot) and its LPIPS to it, exactly as
+    `intra_cluster_lpips` finds them with the same arguments, without the pairwise part: the
+    replication gauge alone, cheap enough to measure at a dense cadence."""
+    embedder = _embedder(samples, centers, net, input_size, quantize)
+    nearest = np.zeros(len(samples), dtype=np.int64)
+    nearest_d = np.zeros(len(samples), dtype=np.float64)
+    for idx, emb, centre, distance in _nearest_batches(embedder, samples, centers, seed,
+                                                       batch_size):
+        nearest[idx], nearest_d[idx] = centre, distance
+        del emb
+    return NearestShots(nearest_center=nearest, nearest_distance=nearest_d)
+
+
 def intra_cluster_lpips(
     samples: torch.Tensor,
     centers: torch.Tensor,
@@ -122,38 +204,20 @@ def intra_cluster_lpips(
     by the reference scripts [U]. Embeddings of kept members are held up to `cache_bytes`;
     members beyond the budget are embedded a second time.
     """
-    if samples.ndim != 4 or centers.ndim != 4 or samples.shape[1] != 3 or centers.shape[1] != 3:
-        raise ValueError(
-            f"samples and centers must be (N, 3, H, W) and (K, 3, H, W), got "
-            f"{tuple(samples.shape)} and {tuple(centers.shape)}"
-        )
-    if len(centers) == 0:
-        raise ValueError("at least one cluster centre is needed")
+    embedder = _embedder(samples, centers, net, input_size, quantize)
     if max_per_cluster < 2:
         raise ValueError(f"max_per_cluster must be >= 2, got {max_per_cluster}")
-    embedder = LPIPSEmbedder(net, input_size, quantize)
-    if embedder.input_size is None and samples.shape[-2:] != centers.shape[-2:]:
-        raise ValueError(
-            f"samples are {tuple(samples.shape[-2:])} and centres {tuple(centers.shape[-2:])}; "
-            "pass input_size to compare images of different sizes"
-        )
     n, k = len(samples), len(centers)
 
-    center_emb = to_float64(_embed_all(embedder, centers, batch_size))
-    center_norms = sq_norms(center_emb)
     nearest = np.zeros(n, dtype=np.int64)
     nearest_d = np.zeros(n, dtype=np.float64)
     chosen: list[list[int]] = [[] for _ in range(k)]
     kept: dict[int, list[torch.Tensor]] = {}  # sample -> its per-layer embedding rows
     budget = cache_bytes
     widths: list[int] = []  # embedding width per layer
-    order = selection_order(n, seed)
-    for s in _batches(n, batch_size):
-        idx = order[s]
-        emb = embedder.embed(samples[torch.as_tensor(idx)])
-        best = cross_distances(emb, center_emb, center_norms).min(dim=1)
-        nearest_d[idx] = best.values.cpu().numpy()
-        nearest[idx] = best.indices.cpu().numpy()
+    for idx, emb, centre, distance in _nearest_batches(embedder, samples, centers, seed,
+                                                       batch_size):
+        nearest_d[idx], nearest[idx] = distance, centre
         widths = [layer.shape[1] for layer in emb]
         row_bytes = sum(widths) * 4
         for j, i in enumerate(idx.tolist()):

@@ -197,6 +197,9 @@ class Generator(nn.Module):
         return (*result, features) if return_features else result
 
 
+D_FEATURE_KINDS = ("blocks", "branches")  # see Discriminator.features
+
+
 class Discriminator(nn.Module):
     """Residual discriminator with minibatch standard deviation, returning one logit per image."""
 
@@ -255,13 +258,35 @@ class Discriminator(nn.Module):
         y = y.repeat(group, 1, height, width)
         return torch.cat([out, y], 1)
 
-    def forward(self, x: torch.Tensor, return_features: bool = False):
-        """Logits (N, 1); with `return_features=True` also the output of every `convs` block."""
-        features = []
+    def features(self, x: torch.Tensor, kind: str = "blocks",
+                 blocks: int | None = None) -> list[torch.Tensor]:
+        """Feature maps of the first `blocks` entries of `convs` (all by default), nothing after.
+
+        kind "blocks": each entry's output. kind "branches": the fromRGB output, then each
+        ResBlock's conv1 and conv2 outputs before the skip is added, the maps the DCL
+        repository's D returns for contrastive learning and the one CDC's patch head reads
+        (CDC model.py:754-766). The conv blocks act on each image alone (the minibatch-stddev
+        layer comes later), so several image sets may share one batched call.
+        """
+        if kind not in D_FEATURE_KINDS:
+            raise ValueError(f"kind must be one of {D_FEATURE_KINDS}, got {kind!r}")
+        out = self.convs[0](x)
+        feats = [out]
+        for block in list(self.convs)[1:blocks]:
+            if kind == "blocks":
+                out = block(out)
+                feats.append(out)
+            else:
+                h1 = block.conv1(out)
+                h2 = block.conv2(h1)
+                feats += [h1, h2]
+                out = (h2 + block.skip(out)) / math.sqrt(2)
+        return feats
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (N, 1)."""
         out = x
         for block in self.convs:
             out = block(out)
-            features.append(out)
         out = self.final_conv(self._minibatch_stddev(out))
-        logits = self.final_linear(out.view(out.shape[0], -1))
-        return (logits, features) if return_features else logits
+        return self.final_linear(out.view(out.shape[0], -1))

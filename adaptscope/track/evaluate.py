@@ -4,11 +4,15 @@ Everything that must not change between evaluations (real statistics, backbones,
 latents and noise maps) is prepared once, so each evaluation only generates and measures. The
 latents and noise come from a private generator seeded by the run seed, never from the global
 RNG, so evaluating does not perturb training and every method sees the same latents.
+
+A cheap evaluation (`evaluate_cheap`) measures only p_t and the nearest-shot LPIPS, on the
+first `metrics.cheap_n_samples` of the same samples, so it can run far more often.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,10 +30,11 @@ from adaptscope.errors import ConfigError
 from adaptscope.images import from_uint8, to_uint8
 from adaptscope.metrics.fid import extract_features, fid_from_features, real_statistics
 from adaptscope.metrics.fid_stats import content_digest
-from adaptscope.metrics.intra_lpips import intra_cluster_lpips
+from adaptscope.metrics.intra_lpips import intra_cluster_lpips, nearest_shots
 from adaptscope.models import FixedLatents, Generator
 from adaptscope.spec import MetricsSpec
 from adaptscope.track.backbones import fid_extractor, lpips_net, realism_scorer
+from adaptscope.track.schema import CHEAP_METRICS
 from adaptscope.track.target import TargetData
 
 EVAL_SEED_OFFSET = 1_000_003  # evaluation latents differ from any training draw of the run
@@ -60,6 +65,8 @@ class Evaluator:
         self.real_stats = real_statistics(target.full, self.extractor)
         self.lpips_net = lpips_net(m.lpips_backbone, self.weights_dir)
         self.n_samples = max(m.fid_n_gen, m.lpips_n_samples, m.n_grid)
+        # A cheap evaluation's samples are the first of the full evaluation's, so never more.
+        self.cheap_n_samples = min(m.cheap_n_samples, self.n_samples)
         self.realism = realism_scorer(m.realism, m.realism_classifier, target.domain)
         self.ground_truth = _GroundTruth(target) if m.ground_truth else None
         self.protocol = {
@@ -77,6 +84,32 @@ class Evaluator:
             "samples": "g_ema, truncation 1, fixed latents and noise per seed, 8-bit quantised",
         }
 
+    @property
+    def cheap_protocol(self) -> dict[str, Any]:
+        """What a cheap evaluation measures, and on how many of the fixed samples."""
+        return {"cheap_metrics": list(CHEAP_METRICS), "cheap_n_samples": self.cheap_n_samples,
+                "cheap_samples": f"the first {self.cheap_n_samples} of the fixed latents"}
+
+    def _generated(self, g_ema: Generator, n: int) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+        """The first `n` samples of the fixed latents, batch by batch: 8-bit images and the
+        [-1, 1] tensors (on the CPU, where the metric networks are) measured from them.
+
+        The latents and noise are drawn in the full evaluation's batches (a stream depends on
+        its batch sizes), the last one cut to `n`, so a cheap evaluation generates exactly the
+        full evaluation's first latents and noise maps, and no more.
+        """
+        latents = FixedLatents(g_ema, self.seed + EVAL_SEED_OFFSET)
+        done = 0
+        for z, noise in latents.batches(self.n_samples, self.metrics.batch_size):
+            if done >= n:
+                return
+            if done + len(z) > n:
+                z, noise = z[: n - done], [maps[: n - done] for maps in noise]
+            img, _ = g_ema([z.to(self.device)], noise=noise)
+            u8 = to_uint8(img)  # measured as the saved 8-bit images would be
+            yield u8, from_uint8(u8)
+            done += len(u8)
+
     @torch.no_grad()
     def evaluate(self, g_ema: Generator) -> Evaluation:
         m = self.metrics
@@ -84,11 +117,7 @@ class Evaluator:
         feats, kept, p_t, attrs = [], [], [], []
         n_fid = n_kept = 0
         n_keep = max(m.lpips_n_samples, m.n_grid)
-        latents = FixedLatents(g_ema, self.seed + EVAL_SEED_OFFSET)
-        for z, noise in latents.batches(self.n_samples, m.batch_size):
-            img, _ = g_ema([z.to(self.device)], noise=noise)
-            u8 = to_uint8(img)  # measured as the saved 8-bit images would be
-            x = from_uint8(u8)  # CPU: the metric networks are built on the CPU
+        for u8, x in self._generated(g_ema, self.n_samples):
             if n_fid < m.fid_n_gen:
                 take = min(len(u8), m.fid_n_gen - n_fid)
                 feats.append(extract_features(u8[:take], self.extractor))
@@ -117,6 +146,25 @@ class Evaluator:
         if self.ground_truth is not None:
             metrics.update(self.ground_truth.measure(np.concatenate(attrs)))
         return Evaluation(metrics=metrics, grid=samples[: m.n_grid])
+
+    @torch.no_grad()
+    def evaluate_cheap(self, g_ema: Generator) -> dict[str, Any]:
+        """p_t and the nearest-shot LPIPS on the first `cheap_n_samples` fixed samples, measured
+        as `evaluate` measures them (the same scorer, nearest-shot code and seed)."""
+        g_ema.eval()
+        kept, p_t = [], []
+        for u8, x in self._generated(g_ema, self.cheap_n_samples):
+            kept.append(u8)
+            if self.realism is not None:
+                p_t.append(self.realism.p_target(x).float().cpu())
+        nearest = nearest_shots(from_uint8(np.concatenate(kept)), self.shots, self.lpips_net,
+                                seed=self.seed)
+        return {
+            "realism_pt": float(torch.cat(p_t).mean()) if p_t else math.nan,
+            # the instrument of nearest_shot_lpips, so cheap and full values share a panel
+            "lpips_backbone": self.metrics.lpips_backbone,
+            "nearest_shot_lpips": nearest.nearest_shot_lpips,
+        }
 
 
 class _GroundTruth:

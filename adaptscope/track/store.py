@@ -37,7 +37,7 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
     "float64": pa.float64(),
 }
 # Columns that every row must carry a value for (non-nullable in the contract).
-REQUIRED_VALUES: tuple[str, ...] = (*schema.ID_COLUMNS, "iteration", "images_seen")
+REQUIRED_VALUES: tuple[str, ...] = (*schema.ID_COLUMNS, "iteration", "images_seen", "evaluation")
 PREVIOUS_SUFFIX = ".prev"  # trajectory.parquet.prev: the version before the latest append
 
 
@@ -90,13 +90,19 @@ def _coerce(name: str, dtype: str, value: Any, where: str) -> Any:
 def _normalise_rows(
     rows: Sequence[Mapping[str, Any]], run_dir: Path
 ) -> tuple[list[dict], list[str]]:
-    """Check and convert rows to schema types; return them with their extra column names."""
+    """Check and convert rows to schema types; return them with their extra column names.
+
+    A row that does not say which kind of evaluation it is counts as a full one, the only kind
+    there was before schema version 2.
+    """
     extra: list[str] = []
     out: list[dict] = []
     for i, row in enumerate(rows):
         where = f"{run_dir}: row {i}"
         if not isinstance(row, Mapping):
             raise TrajectoryError(f"{where}: expected a dict, got {type(row).__name__}")
+        if "evaluation" not in row:
+            row = {**row, "evaluation": schema.FULL}
         missing = [c for c in REQUIRED_VALUES if c not in row]
         if missing:
             raise TrajectoryError(f"{where}: missing required column(s) {missing}")
@@ -108,6 +114,9 @@ def _normalise_rows(
             clean[name] = _coerce(name, dtype, value, where)
             if name not in schema.COLUMNS and name not in extra:
                 extra.append(name)
+        if clean["evaluation"] not in schema.EVALUATION_KINDS:
+            raise TrajectoryError(f"{where}: column 'evaluation' must be one of "
+                                  f"{list(schema.EVALUATION_KINDS)}, got {clean['evaluation']!r}")
         out.append(clean)
     return out, extra
 
@@ -133,20 +142,23 @@ def _decoded_metadata(table_schema: pa.Schema) -> dict[str, str]:
 
 
 def _validate_file_schema(path: Path, table_schema: pa.Schema) -> list[str]:
-    """Refuse files that are not adaptscope trajectories; return their extra column names."""
+    """Refuse files that are not adaptscope trajectories (or of a schema version this one cannot
+    read); return their extra column names."""
     meta = _decoded_metadata(table_schema)
     if schema.META_SCHEMA not in meta:
         raise TrajectoryError(
             f"{path}: not an adaptscope trajectory (no {schema.META_SCHEMA!r} key in the parquet "
             "metadata); trajectories are written by adaptscope's tracker"
         )
-    if meta[schema.META_SCHEMA] != schema.SCHEMA_VERSION:
+    version = meta[schema.META_SCHEMA]
+    if version not in schema.READABLE_SCHEMA_VERSIONS:
         raise TrajectoryError(
-            f"{path}: trajectory schema version {meta[schema.META_SCHEMA]!r}, but this adaptscope "
-            f"reads version {schema.SCHEMA_VERSION!r}"
+            f"{path}: trajectory schema version {version!r}, but this adaptscope reads versions "
+            f"{', '.join(repr(v) for v in schema.READABLE_SCHEMA_VERSIONS)}"
         )
     names = table_schema.names
-    missing = [c for c in schema.COLUMNS if c not in names]
+    expected = [c for c in schema.COLUMNS if version != "1" or c != "evaluation"]
+    missing = [c for c in expected if c not in names]
     if missing:
         raise TrajectoryError(f"{path}: trajectory lacks required column(s) {missing}")
     return [n for n in names if n not in schema.COLUMNS]
@@ -180,6 +192,9 @@ def _read_table(path: Path) -> tuple[pa.Table, list[str], dict[str, str]]:
     table = _read_whole_file(path)
     meta = _decoded_metadata(table.schema)
     extra = _validate_file_schema(path, table.schema)
+    if "evaluation" not in table.schema.names:  # schema 1: every row is a full evaluation
+        table = table.append_column(
+            "evaluation", pa.array([schema.FULL] * table.num_rows, pa.string()))
     try:
         table = table.select([*schema.COLUMNS, *extra]).cast(_arrow_schema(extra, None))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
@@ -351,13 +366,21 @@ def _to_frame(table: pa.Table, extra: list[str]) -> pd.DataFrame:
     return frame.astype(dtypes)
 
 
-def load_trajectories(path_or_paths: PathLike | Iterable[PathLike]) -> pd.DataFrame:
+def load_trajectories(path_or_paths: PathLike | Iterable[PathLike],
+                      evaluation: str | None = None) -> pd.DataFrame:
     """Load trajectories into one typed DataFrame, sorted by run_id and iteration.
 
     Accepts a run directory, a directory of runs (searched recursively), a trajectory parquet
     file, or a list of these. `df.attrs["run_dirs"]` maps each run_id to its directory, so that
     figures can find the run's sample images.
+
+    `evaluation="full"` keeps only the full evaluations (every metric measured), dropping the
+    dense p_t / nearest-shot rows of `schedule.cheap_every`; `"cheap"` keeps only those; None
+    (the default) keeps every row, as `df[df["evaluation"] == "full"]` would filter afterwards.
     """
+    if evaluation is not None and evaluation not in schema.EVALUATION_KINDS:
+        raise ValueError(f"evaluation must be one of {list(schema.EVALUATION_KINDS)} or None, "
+                         f"got {evaluation!r}")
     frames: list[pd.DataFrame] = []
     run_dirs: dict[str, str] = {}
     for path in find_trajectory_files(path_or_paths):
@@ -377,6 +400,8 @@ def load_trajectories(path_or_paths: PathLike | Iterable[PathLike]) -> pd.DataFr
     df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     df = df.astype({**schema.COLUMNS, **{c: "float64" for c in order[len(schema.COLUMNS) :]}})
     df = df.sort_values(["run_id", "iteration"], kind="stable", ignore_index=True)
+    if evaluation is not None:
+        df = df[df["evaluation"] == evaluation].reset_index(drop=True)
     df.attrs["run_dirs"] = run_dirs
     return df
 

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from adaptscope.data.folder import few_shot_subset, load_images
+from adaptscope.data.folder import few_shot_subset, load_images, read_shots_file
 from adaptscope.embedded import TOYFACES_PREFIX, toyfaces
 from adaptscope.errors import DataError
 
@@ -34,19 +34,31 @@ def load_target(
     shots: int = 10,
     seed: int = 0,
     files: Sequence[str] | None = None,
+    shots_file: str | Path | None = None,
 ) -> TargetData:
     """Resolve `spec` to (full set, shots, description).
 
     For ToyFaces the shots are drawn from the target's FULL_SET by `seed`; for a folder or zip
-    they are `files` if given, else a seeded draw from the sorted listing. In both cases the
-    shots are members of the full set, as in the paper's protocol.
+    they are `files` if given, or the names listed in `shots_file` (see `read_shots_file`),
+    else a seeded draw from the sorted listing. In every case the shots are members of the full
+    set, as in the paper's protocol.
     """
+    if shots_file:
+        if spec.startswith(TOYFACES_PREFIX):
+            raise DataError(f"shots file {Path(shots_file)} applies to image folders, not to "
+                            f"the ToyFaces domain {spec}; remove target.shots_file")
+        if files is not None:
+            raise DataError(f"shots file {Path(shots_file)} and explicit shot files both name "
+                            "the shots; keep one of target.files and target.shots_file")
     if spec.startswith(TOYFACES_PREFIX):
         return _toyfaces(spec[len(TOYFACES_PREFIX) :], size, shots, seed, files)
+    if shots_file:
+        files = read_shots_file(shots_file, spec, shots)
     names = few_shot_subset(spec, shots, seed=seed, files=files)
     full = load_images(spec, size)
     few = load_images(spec, size, files=names)
-    desc = f"{Path(spec)} ({full.shape[0]} images; shots: {', '.join(names)})"
+    listed = f"shots listed in {Path(shots_file)}" if shots_file else "shots"
+    desc = f"{Path(spec)} ({full.shape[0]} images; {listed}: {', '.join(names)})"
     return TargetData(full, few, desc)
 
 

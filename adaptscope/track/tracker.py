@@ -1,8 +1,9 @@
 """The checkpoint-hooked tracker: the only writer of trajectories and sample grids.
 
-The loop calls `record` at every point of the evaluation schedule. Iterations already in the
-trajectory are skipped, so a resumed run neither duplicates nor loses rows; each row is appended
-atomically, so a kill at any moment leaves every earlier row readable.
+The loop calls `record` at every point of the evaluation schedule, and `record_cheap` at every
+point of the cheap cadence in between (p_t and the nearest-shot LPIPS only; no sample grid).
+Iterations already in the trajectory are skipped, so a resumed run neither duplicates nor loses
+rows; each row is appended atomically, so a kill at any moment leaves every earlier row readable.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from adaptscope.models import Generator
 from adaptscope.spec import RunSpec
 from adaptscope.track.evaluate import Evaluator
 from adaptscope.track.rundir import RunDir
+from adaptscope.track.schema import CHEAP, FULL
 from adaptscope.track.store import append_rows, recorded_iterations
 from adaptscope.track.target import TargetData
 
@@ -29,7 +31,9 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 class Tracker:
     """Evaluates on the schedule and appends one trajectory row per evaluation."""
 
-    def __init__(self, spec: RunSpec, run_dir: RunDir, target: TargetData):
+    def __init__(self, spec: RunSpec, run_dir: RunDir, target: TargetData, cheap: bool = True):
+        """`cheap=False` where no cheap evaluations will be recorded whatever the schedule says
+        (checkpoints trained elsewhere), so the protocol does not list them."""
         self.spec = spec
         self.run_dir = run_dir
         self.recorded = recorded_iterations(run_dir.path)
@@ -37,21 +41,25 @@ class Tracker:
         self.config = spec.to_dict()
         self.protocol = {**self.evaluator.protocol,
                          "evaluation_iterations": spec.schedule.evaluation_points()}
+        cheap_points = spec.schedule.cheap_points() if cheap else []
+        if cheap_points:  # absent without them: the protocol of such a run is as it always was
+            self.protocol.update(self.evaluator.cheap_protocol,
+                                 cheap_evaluation_iterations=cheap_points)
         shots = to_uint8(target.shots)
         _save_npy(run_dir.shots_npy, shots)
         save_grid(shots, run_dir.shots_png, ncol=len(shots))
 
-    def record(self, iteration: int, images_seen: int, wall_time_s: float,
-               g_ema: Generator) -> dict[str, Any] | None:
-        """Evaluate and append the row for `iteration`, unless it is already recorded."""
+    def record(self, iteration: int, images_seen: int, wall_time_s: float, g_ema: Generator,
+               training: dict[str, float] | None = None) -> dict[str, Any] | None:
+        """Evaluate and append the row for `iteration`, unless it is already recorded.
+
+        `training` adds the loop's own columns (loss means since the previous row, ADA's p).
+        """
         if iteration in self.recorded:
             return None
         result = self.evaluator.evaluate(g_ema)
-        s = self.spec
-        row = {"run_id": s.run_id, "method": s.method, "source": s.source.name,
-               "target": s.target.label, "shots": s.target.shots, "seed": s.seed,
-               "iteration": iteration, "images_seen": images_seen,
-               "wall_time_s": wall_time_s, **result.metrics}
+        row = {**self._identity(iteration, images_seen, wall_time_s, FULL), **result.metrics,
+               **(training or {})}
         # Grid first: a row in the table always has its samples on disk.
         np_path, png_path = self.run_dir.sample(iteration, "npy"), self.run_dir.sample(iteration,
                                                                                        "png")
@@ -60,3 +68,25 @@ class Tracker:
         append_rows(self.run_dir.path, [row], config=self.config, protocol=self.protocol)
         self.recorded.add(iteration)
         return row
+
+    def record_cheap(self, iteration: int, images_seen: int, wall_time_s: float,
+                     g_ema: Generator,
+                     training: dict[str, float] | None = None) -> dict[str, Any] | None:
+        """Measure the cheap metrics and append their row for `iteration` (evaluation "cheap",
+        the other metrics null, no sample grid), unless it is already recorded."""
+        if iteration in self.recorded:
+            return None
+        row = {**self._identity(iteration, images_seen, wall_time_s, CHEAP),
+               **self.evaluator.evaluate_cheap(g_ema), **(training or {})}
+        append_rows(self.run_dir.path, [row], config=self.config, protocol=self.protocol)
+        self.recorded.add(iteration)
+        return row
+
+    def _identity(self, iteration: int, images_seen: int, wall_time_s: float,
+                  evaluation: str) -> dict[str, Any]:
+        """The columns every row of this run starts with."""
+        s = self.spec
+        return {"run_id": s.run_id, "method": s.method, "source": s.source.name,
+                "target": s.target.label, "shots": s.target.shots, "seed": s.seed,
+                "iteration": iteration, "images_seen": images_seen,
+                "wall_time_s": wall_time_s, "evaluation": evaluation}

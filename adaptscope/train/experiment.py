@@ -8,6 +8,7 @@ cannot give. The metrics settings left "auto" are decided by the target here, so
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,18 @@ def load_experiment(path: str | Path | None = None, overrides: list[str] | None 
     check_metrics_fit_target(cfg.metrics, cfg.target)
     cfg.metrics = resolve_metrics(cfg.metrics, cfg.target)
     return cfg
+
+
+def run_specs(cfg: ExperimentConfig) -> list[RunSpec]:
+    """The experiment's runs, each with the loop settings its method fixes (`loop_settings`:
+    TGAN+ADA runs with ADA on), so every run folder's config holds what actually runs."""
+    specs = []
+    for spec in cfg.runs():
+        settings = get_method(spec.method).loop_settings
+        if settings:
+            spec = replace(spec, train=replace(spec.train, **settings))
+        specs.append(spec)
+    return specs
 
 
 def method_class(spec: RunSpec) -> type[Method]:

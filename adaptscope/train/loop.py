@@ -3,6 +3,9 @@
 At every point of the evaluation schedule the tracker records a row and the loop saves a
 checkpoint with every state needed to continue bit-for-bit (networks, optimisers, method state,
 RNGs, counters), so a run killed at any moment and resumed gives the rows of one that was not.
+At the points of the cheap cadence in between (`schedule.cheap_every`) it records a cheap row
+(p_t and the nearest-shot LPIPS) and saves nothing: a resumed run passes them again from the
+last checkpoint, and the rows it has already recorded are kept.
 """
 
 from __future__ import annotations
@@ -42,6 +45,40 @@ def _seed_everything(spec: RunSpec) -> torch.device:
     return device
 
 
+def real_batch(shots: torch.Tensor, batch: int, flip: bool) -> torch.Tensor:
+    """A random batch of the shots, each mirrored with probability 0.5 when `flip`.
+
+    Every reference loop flips its training images at random (RandomHorizontalFlip, p 0.5:
+    rosinality train.py, CDC train.py:104), so D sees 2K images, not K. Drawn from the global
+    RNG, so a seeded run draws the same batches and flips on every resume.
+    """
+    real = shots[torch.randperm(len(shots))[:batch]]
+    if not flip:
+        return real
+    mirror = (torch.rand(len(real)) < 0.5).to(real.device)
+    return torch.where(mirror[:, None, None, None], real.flip(3), real)
+
+
+class TrainingStats:
+    """Means of every logged training scalar since the last row: the trajectory's `loss_*` and
+    `grad_norm_*` columns. Sums stay on the device (no synchronisation per iteration)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, logged: dict[str, torch.Tensor]) -> None:
+        for key, value in logged.items():
+            self.sums[key] = self.sums[key] + value if key in self.sums else value.clone()
+            self.counts[key] = self.counts.get(key, 0) + 1
+
+    def means(self) -> dict[str, float]:
+        """The means so far, then start again."""
+        out = {k: float(v) / self.counts[k] for k, v in self.sums.items()}
+        self.sums, self.counts = {}, {}
+        return out
+
+
 def run_adaptation(spec: RunSpec, run_dir: str | Path, on_event: EventFn | None = None) -> Path:
     """Adapt the source model with `spec.method` and track it; resumes from `run_dir`.
 
@@ -64,7 +101,7 @@ def _adapt(spec: RunSpec, folder: RunDir, emit: EventFn) -> Path:
     g_ema = source.g_ema.to(device).eval().requires_grad_(False)
 
     target = load_target(spec.target.data, g.size, spec.target.shots, spec.target.shots_seed,
-                         spec.target.files)
+                         spec.target.files, spec.target.shots_file)
     shots = target.shots.to(device)
     ctx = MethodContext(g=g, d=d, g_source=g_source, d_source=d_source, shots=shots,
                         mixing=spec.train.mixing)
@@ -76,6 +113,7 @@ def _adapt(spec: RunSpec, folder: RunDir, emit: EventFn) -> Path:
 
     # Built before any RNG state is restored: building backbones draws random initial weights.
     tracker = Tracker(spec, folder, target)
+    stats = TrainingStats()  # empty at every checkpoint: a row is recorded first
     iteration, elapsed, checkpointed = 0, 0.0, -1
     if folder.checkpoint.exists():
         try:
@@ -83,6 +121,8 @@ def _adapt(spec: RunSpec, folder: RunDir, emit: EventFn) -> Path:
         except CheckpointError as err:
             raise damaged_checkpoint(folder.checkpoint, err) from err
         method.load_state_dict(extra["method"])
+        if step.augment is not None:
+            step.augment.load_state_dict(extra["augment"])
         random.setstate((extra["py_rng"][0], tuple(extra["py_rng"][1]), None))
         iteration, elapsed = int(extra["iteration"]), float(extra["elapsed"])
         checkpointed = iteration
@@ -93,23 +133,33 @@ def _adapt(spec: RunSpec, folder: RunDir, emit: EventFn) -> Path:
         method.setup()  # fresh runs only: state the checkpoint carries (EWC's Fisher, anchors)
 
     schedule = set(spec.schedule.evaluation_points())
+    cheap = set(spec.schedule.cheap_points())
     total, batch = spec.schedule.iterations, spec.train.batch
     t0 = time.perf_counter() - elapsed
     emit({"kind": "start", "run_id": spec.run_id, "iteration": iteration, "total": total})
     while True:
         if iteration in schedule:
-            row = tracker.record(iteration, iteration * batch, time.perf_counter() - t0, g_ema)
+            row = tracker.record(iteration, iteration * batch, time.perf_counter() - t0, g_ema,
+                                 _train_columns(stats, step))
             if row is not None:
                 emit({"kind": "eval", "run_id": spec.run_id, "iteration": iteration,
                       "total": total, "metrics": row})
             if iteration != checkpointed:
                 _save(folder, spec, step, method, iteration, time.perf_counter() - t0)
                 checkpointed = iteration
+        elif iteration in cheap:
+            # The training means restart here even where the row is already recorded (a resumed
+            # run), so every later row averages the iterations it would have uninterrupted.
+            row = tracker.record_cheap(iteration, iteration * batch, time.perf_counter() - t0,
+                                       g_ema, _train_columns(stats, step))
+            if row is not None:
+                emit({"kind": "cheap", "run_id": spec.run_id, "iteration": iteration,
+                      "total": total, "metrics": row})
         if iteration >= total:
             break
-        real = shots[torch.randperm(len(shots))[:batch]]
+        real = real_batch(shots, batch, spec.train.flip)
         try:
-            step(iteration, real)
+            stats.add(step(iteration, real))
         except TrainingDiverged as err:
             raise TrainingDiverged(
                 f"{err}; the rows recorded so far are kept in {folder.trajectory}. Lower the "
@@ -124,6 +174,14 @@ def _adapt(spec: RunSpec, folder: RunDir, emit: EventFn) -> Path:
     return folder.path
 
 
+def _train_columns(stats: TrainingStats, step: GANStep) -> dict[str, float]:
+    """The row's training columns: loss / gradient means since the last row, ADA's p."""
+    columns = stats.means()
+    if step.augment is not None:
+        columns["ada_p"] = float(step.augment.p)
+    return columns
+
+
 def _save(folder: RunDir, spec: RunSpec, step: GANStep, method, iteration: int,
           elapsed: float) -> None:
     """Everything needed to continue bit-for-bit from `iteration`."""
@@ -131,7 +189,9 @@ def _save(folder: RunDir, spec: RunSpec, step: GANStep, method, iteration: int,
     save_checkpoint(
         folder.checkpoint, g_ema=step.g_ema, g=step.g, d=step.d,
         g_optim=step.g_opt.state_dict(), d_optim=step.d_opt.state_dict(),
-        method=method.state_dict(), torch_rng=torch.get_rng_state(),
+        method=method.state_dict(),
+        augment=step.augment.state_dict() if step.augment is not None else None,
+        torch_rng=torch.get_rng_state(),
         device_rng=device_rng_state(step.g.device), py_rng=[py_state[0], list(py_state[1])],
         iteration=iteration, elapsed=elapsed, mean_path_length=step.mean_path_length.cpu(),
         run_id=spec.run_id)

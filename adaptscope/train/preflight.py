@@ -9,6 +9,8 @@ runs share it:
 - the source checkpoint, loaded strictly, with the networks adaptation needs;
 - the target: its full set and its shots, loaded at the source's resolution (enough images,
   every image readable);
+- the realism classifier file, where p_t is measured with one: a missing file is named with
+  the `adaptscope realism train` command that makes it;
 - the metric backbones, built as the evaluator builds them (this finds missing weight files),
   on the CPU;
 - the device;
@@ -27,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from adaptscope.config import read_toml
-from adaptscope.errors import CheckpointError, ConfigError, DataError
+from adaptscope.errors import CheckpointError, ConfigError, DataError, WeightsError
 from adaptscope.models import Generator, LoadedCheckpoint, load_checkpoint
 from adaptscope.spec import (
     EMBEDDED_SOURCE,
@@ -57,12 +59,15 @@ def check_runs(specs: Sequence[RunSpec]) -> None:
             sizes[key] = _check_source(spec.source)
         size = sizes[key]
         t = spec.target
-        target_key = (t.data, size, t.shots, t.shots_seed, tuple(t.files or ()) or None)
+        target_key = (t.data, size, t.shots, t.shots_seed, tuple(t.files or ()) or None,
+                      t.shots_file)
         if target_key not in domains:
             domains[target_key] = _check_target(t, size)
         domain = domains[target_key]
         check_metrics_fit_target(spec.metrics, spec.target)
         m = spec.metrics
+        if m.realism == "classifier":
+            _check_realism_classifier(spec)
         metrics_key = (m.fid_backbone, m.lpips_backbone, m.weights_dir, m.realism,
                        m.realism_classifier, m.ground_truth, domain)
         if metrics_key not in backbones:
@@ -101,8 +106,25 @@ def _check_target(target: TargetSpec, size: int) -> str | None:
         raise DataError(f"target data {target.data} does not exist: put the full target set "
                         "there (an image folder or .zip) or set target.data "
                         "(--set target.data=PATH)")
-    loaded = load_target(target.data, size, target.shots, target.shots_seed, target.files)
+    loaded = load_target(target.data, size, target.shots, target.shots_seed, target.files,
+                         target.shots_file)
     return loaded.domain
+
+
+def _check_realism_classifier(spec: RunSpec) -> None:
+    """The classifier file p_t is measured with exists; if not, say how to make it for this
+    source and target (a file check: it runs before any backbone is built or downloaded)."""
+    path = spec.metrics.realism_classifier
+    if Path(path).is_file():
+        return
+    source = source_checkpoint_path(spec.source)
+    args = ["adaptscope", "realism", "train", "--target", spec.target.data,
+            "--source-checkpoint", str(source), "--out", path]
+    command = shlex.join([*args, "--device", spec.device] if spec.device != "cpu" else args)
+    raise WeightsError(
+        f"realism classifier {path} does not exist (metrics.realism_classifier): make it with "
+        f"`{command}` (or give real source images with --source FOLDER instead of "
+        "--source-checkpoint), or set metrics.realism = \"none\" to run without p_t")
 
 
 def _check_backbones(metrics: MetricsSpec, domain: str | None) -> None:

@@ -107,11 +107,11 @@ def pretrain_source(cfg: PretrainConfig, out_dir: str | Path, *, log=print) -> P
             losses = train_step(step, _real_batch(cfg, step),
                                 ema_decay=0.5 ** (cfg.batch / max(half_life, 1e-8)))
             if "r1" in losses:
-                last_r1 = losses["r1"].item()  # logged until the next lazy R1 step
+                last_r1 = losses["loss_r1"].item()  # logged until the next lazy R1 step
             step += 1
             if step % 50 == 0:
-                rec = {"step": step, "images": images, "d_loss": losses["d_adv"].item(),
-                       "g_loss": losses["g_adv"].item(), "r1": last_r1,
+                rec = {"step": step, "images": images, "d_loss": losses["loss_d_adv"].item(),
+                       "g_loss": losses["loss_g_adv"].item(), "r1": last_r1,
                        "sec": round(time.perf_counter() - t0, 1)}
                 log_file.write(json.dumps(rec) + "\n")
                 log_file.flush()
@@ -124,8 +124,8 @@ def pretrain_source(cfg: PretrainConfig, out_dir: str | Path, *, log=print) -> P
                                 g_optim=train_step.g_opt.state_dict(),
                                 d_optim=train_step.d_opt.state_dict(),
                                 torch_rng=torch.get_rng_state(), step=step)
-                log(f"step {step}/{cfg.steps}  d {losses['d_adv'].item():.3f}  "
-                    f"g {losses['g_adv'].item():.3f}  {time.perf_counter() - t0:.0f}s")
+                log(f"step {step}/{cfg.steps}  d {losses['loss_d_adv'].item():.3f}  "
+                    f"g {losses['loss_g_adv'].item():.3f}  {time.perf_counter() - t0:.0f}s")
     return ckpt_path
 
 

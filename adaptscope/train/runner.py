@@ -49,6 +49,7 @@ from adaptscope.track.rundir import (
     describe_differences,
     started_runs,
 )
+from adaptscope.train.experiment import run_specs
 from adaptscope.train.preflight import check_run_configs
 
 
@@ -107,7 +108,7 @@ def plan_experiment(cfg: ExperimentConfig, out: Path, console: Console | None = 
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a folder; give the folder that holds (or "
                           "will hold) the run folders")
-    specs = cfg.runs()
+    specs = run_specs(cfg)
     if not specs:
         raise ConfigError(f"experiment {cfg.name}: no runs: methods and seeds must each name at "
                           "least one")

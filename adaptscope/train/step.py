@@ -17,6 +17,7 @@ from adaptscope.errors import TrainingDiverged
 from adaptscope.methods import Method, Step
 from adaptscope.models import Discriminator, Generator
 from adaptscope.spec import LoopSpec
+from adaptscope.train.augment import AdaptiveAugment
 from adaptscope.train.losses import (
     d_logistic_loss,
     d_r1_penalty,
@@ -65,6 +66,7 @@ class GANStep:
     g_opt: torch.optim.Adam = field(init=False)
     d_opt: torch.optim.Adam = field(init=False)
     mean_path_length: torch.Tensor = field(init=False)
+    augment: AdaptiveAugment | None = field(init=False)
 
     def __post_init__(self) -> None:
         loop, method = self.loop, self.method
@@ -76,11 +78,21 @@ class GANStep:
         self.g_opt = lazy_adam(self.g_params, loop.lr, loop.path_every, loop.path_regularize > 0)
         self.d_opt = lazy_adam(self.d_params, loop.lr, loop.r1_every, loop.r1_gamma > 0)
         self.mean_path_length = torch.zeros((), device=self.g.device)
+        self.augment = None
+        if loop.augment == "ada":
+            self.augment = AdaptiveAugment(p=loop.ada_p, target=loop.ada_target,
+                                           length=loop.ada_length, update_every=loop.ada_every,
+                                           adaptive=loop.ada_p == 0)
 
     def __call__(self, iteration: int, real: torch.Tensor,
                  ema_decay: float | None = None) -> dict[str, torch.Tensor]:
-        """Train one iteration on the real batch; returns every loss term computed (detached)."""
-        g, d, method, loop = self.g, self.d, self.method, self.loop
+        """Train one iteration on the real batch.
+
+        Returns every loss term computed, keyed `loss_<term>`, and for the terms a method names
+        in `grad_norm_terms`, the norm of that term's gradient on G as `grad_norm_<term>`
+        (all detached scalars).
+        """
+        g, method, loop, aug = self.g, self.method, self.loop, self.augment
         device = g.device
         step = Step(iteration=iteration, real=real)
         logged: dict[str, torch.Tensor] = {}
@@ -90,15 +102,23 @@ class GANStep:
         _set_grad(self.d_params, True)
         with torch.no_grad():
             fake, _ = g([z.to(device) for z in method.sample_latents(step, loop.batch)])
-        d_losses = {"d_adv": d_logistic_loss(method.d_logits(step, step.real),
-                                             method.d_logits(step, fake)),
+        # ADA augments what D sees, real and fake alike (CDC train.py:218-220)
+        real_seen = aug(step.real) if aug is not None else step.real
+        fake_seen = aug(fake) if aug is not None else fake
+        real_logits = method.d_logits(step, real_seen)
+        d_losses = {"d_adv": d_logistic_loss(real_logits, method.d_logits(step, fake_seen)),
                     **method.d_extra_losses(step, fake)}
         self._backward(self.d_opt, d_losses, iteration, logged)
+        if aug is not None:
+            aug.update(real_logits.detach())
 
         # --- discriminator: lazy R1 -----------------------------------------------------------
         if loop.r1_gamma > 0 and iteration % loop.r1_every == 0:
-            real_in = step.real.detach().requires_grad_(True)
-            real_logits = d(real_in)
+            real_in = real_seen.detach().requires_grad_(True)
+            # The method's path (image or patch level), patch logits averaged per image, as
+            # CDC's train.py:264-269 takes R1.
+            real_logits = method.d_logits(step, real_in)
+            real_logits = real_logits.reshape(real_logits.shape[0], -1).mean(1)
             r1 = d_r1_penalty(real_logits, real_in)
             # `0 * logits` (as the reference) keeps the logits in the graph: every D parameter
             # then gets a gradient (zero where R1 does not reach it) instead of none, so Adam
@@ -110,8 +130,11 @@ class GANStep:
         _set_grad(self.g_params, True)
         _set_grad(self.d_params, False)
         fake, _ = g([z.to(device) for z in method.sample_latents(step, loop.batch)])
-        g_losses = {"g_adv": g_nonsaturating_loss(method.d_logits(step, fake)),
+        fake_seen = aug(fake) if aug is not None else fake
+        g_losses = {"g_adv": g_nonsaturating_loss(method.d_logits(step, fake_seen)),
                     **method.g_extra_losses(step, fake)}
+        for name in method.grad_norm_terms:
+            logged[f"grad_norm_{name}"] = self._grad_norm(g_losses[name])
         self._backward(self.g_opt, g_losses, iteration, logged)
 
         # --- generator: lazy path-length regularisation ---------------------------------------
@@ -129,6 +152,11 @@ class GANStep:
         method.after_step(step)
         return logged
 
+    def _grad_norm(self, loss: torch.Tensor) -> torch.Tensor:
+        """L2 norm of d loss / d (G's trainable parameters), leaving the graph for backward."""
+        grads = torch.autograd.grad(loss, self.g_params, retain_graph=True, allow_unused=True)
+        return torch.sqrt(sum(gr.pow(2).sum() for gr in grads if gr is not None)).detach()
+
     @staticmethod
     def _backward(opt: torch.optim.Optimizer, losses: dict[str, torch.Tensor], iteration: int,
                   logged: dict[str, torch.Tensor], total: torch.Tensor | None = None) -> None:
@@ -136,4 +164,4 @@ class GANStep:
         opt.zero_grad(set_to_none=True)
         (sum(losses.values()) if total is None else total).backward()
         opt.step()
-        logged.update({k: v.detach() for k, v in losses.items()})
+        logged.update({f"loss_{k}": v.detach() for k, v in losses.items()})

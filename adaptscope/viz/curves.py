@@ -14,6 +14,7 @@ from adaptscope.viz.panels import (
     ITERATION_LABEL,
     FigureSkipped,
     Panel,
+    full_rows,
     panel_titles,
     panels,
     recorded,
@@ -34,15 +35,19 @@ PANEL_HEIGHT = 3.4
 
 def _draw(ax: Axes, panel: Panel, title: str, palette: dict[str, str]) -> None:
     stats = seed_stats(panel.data, panel.spec.column)
+    # Markers at the full evaluations only: a dense curve (cheap rows between them) stays a line.
+    full = set(full_rows(panel.data)["iteration"])
     for method in ordered_methods(stats["method"]):
         line = stats[stats["method"] == method]
         colour = palette[method]
         style = "-" if len(line) > 1 else "none"
+        marked = line["iteration"].isin(full).tolist()
         ax.plot(
             line["iteration"],
             line["mean"],
             linestyle=style,
             marker=method_marker(method),
+            markevery=marked if any(marked) and not all(marked) else None,
             markersize=5,
             color=colour,
             linewidth=1.8,
@@ -128,7 +133,8 @@ def plot_metrics(df: pd.DataFrame, columns: Sequence[str], title: str) -> Figure
 
 
 def plot_realism(df: pd.DataFrame) -> Figure:
-    """FID against the full target set (and the realism score p_t when recorded) per iteration."""
+    """FID against the full target set (and the realism score p_t when recorded) per iteration;
+    p_t from every row, dense where cheap evaluations recorded it, FID from the full ones."""
     return plot_metrics(df, ["fid", "realism_pt"], "Realism during adaptation")
 
 

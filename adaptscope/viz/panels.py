@@ -3,6 +3,9 @@
 A number is comparable only with numbers from the same experiment (source, target, shots) and
 the same protocol (the backbone that measured it, and for FID the generated-sample count). Every
 figure draws one panel per such group, so two backbones never share an axis.
+
+The metrics a cheap evaluation measures (p_t, the nearest-shot LPIPS) take every row, dense where
+`schedule.cheap_every` recorded them; every other metric takes the full evaluations only.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+from adaptscope.track.schema import CHEAP_METRICS, FULL
 
 EXPERIMENT_COLUMNS: tuple[str, ...] = ("source", "target", "shots")
 ITERATION_LABEL = "iteration (generator updates)"
@@ -54,6 +59,18 @@ METRICS: dict[str, Metric] = {
 def metric(column: str) -> Metric:
     """The label spec of `column`; unknown extra metrics get a neutral one."""
     return METRICS.get(column, Metric(column, column.replace("_", " "), None))
+
+
+def full_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of full evaluations (all of them in a table without an `evaluation` column)."""
+    return df[df["evaluation"] == FULL] if "evaluation" in df.columns else df
+
+
+def metric_rows(df: pd.DataFrame, column: str) -> pd.DataFrame:
+    """The rows that measure `column`: every row for a metric of the cheap evaluation, the full
+    evaluations for the others."""
+    rows = df if column in CHEAP_METRICS else full_rows(df)
+    return rows[rows[column].notna()] if column in rows.columns else rows.iloc[:0]
 
 
 def recorded(df: pd.DataFrame, column: str) -> bool:
@@ -119,9 +136,9 @@ def panel_titles(items: list[Panel]) -> list[str]:
 def panels(df: pd.DataFrame, column: str) -> list[Panel]:
     """One panel per (experiment, protocol) holding the rows where `column` was recorded."""
     spec = metric(column)
-    if not recorded(df, column):
+    rows = metric_rows(df, column)
+    if rows.empty:
         return []
-    rows = df[df[column].notna()]
     keys = [*EXPERIMENT_COLUMNS, *spec.protocol]
     out = []
     for key, data in rows.groupby(keys, dropna=False, sort=True):

@@ -51,13 +51,15 @@ def _runs_table(df: pd.DataFrame, meta: dict[str, dict]) -> pd.DataFrame:
     rows = []
     for run_id, run in df.groupby("run_id", sort=True):
         first = run.iloc[0]
+        full = int((run["evaluation"] == "full").sum())
         rows.append(
             {
                 "run": run_id,
                 "method": first["method"],
                 "experiment": experiment_title(first["source"], first["target"], first["shots"]),
                 "seed": int(first["seed"]),
-                "evaluations": len(run),
+                "evaluations": full,
+                "cheap evaluations": len(run) - full,
                 "last iteration": int(run["iteration"].max()),
                 "FID backbone": ", ".join(sorted(run["fid_backbone"].dropna().unique())) or "–",
                 "FID n_gen": ", ".join(str(n) for n in sorted(run["fid_n_gen"].dropna().unique()))
@@ -67,6 +69,14 @@ def _runs_table(df: pd.DataFrame, meta: dict[str, dict]) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def _evaluations(df: pd.DataFrame) -> str:
+    """How many rows the report draws from: full evaluations, and cheap ones where there are."""
+    full = int((df["evaluation"] == "full").sum())
+    cheap = len(df) - full
+    return f"{full} evaluations" + (f" (and {cheap} cheap ones: p_t, nearest-shot LPIPS)"
+                                    if cheap else "")
 
 
 def _protocol_section(meta: dict[str, dict]) -> str:
@@ -174,7 +184,7 @@ def write_report(
 <html lang="en"><head><meta charset="utf-8"><title>adaptscope report</title>
 <style>{_CSS}</style></head><body>
 <h1>adaptscope report</h1>
-<p class="note">{len(runs)} runs, {df["method"].nunique()} methods, {len(df)} evaluations;
+<p class="note">{len(runs)} runs, {df["method"].nunique()} methods, {_evaluations(df)};
 written by adaptscope {html.escape(__version__)}.</p>
 <h2>Summary</h2>
 <p class="note">Mean ± std over seeds. Realism converges at the first evaluation meeting the

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from adaptscope.viz.panels import EXPERIMENT_COLUMNS, recorded
+from adaptscope.viz.panels import EXPERIMENT_COLUMNS, full_rows, metric_rows, recorded
 from adaptscope.viz.style import METHOD_ORDER
 
 GROUP_COLUMNS: tuple[str, ...] = (
@@ -29,10 +29,11 @@ QUANTITIES: tuple[str, ...] = (
 
 
 def _series(run: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
-    """(iterations, values) where `column` was recorded, in iteration order."""
+    """(iterations, values) where `column` was recorded, in iteration order: every row for p_t
+    (dense where cheap evaluations recorded it), the full evaluations for FID and LPIPS."""
     if column not in run.columns:
         return np.array([]), np.array([])
-    rows = run[run[column].notna()]
+    rows = metric_rows(run, column)
     return rows["iteration"].to_numpy(dtype=float), rows[column].to_numpy(dtype=float)
 
 
@@ -81,7 +82,8 @@ def per_run(
     """The summary quantities of every run, before averaging over seeds."""
     records = []
     for run_id, run in df.groupby("run_id", sort=True):
-        first = run.iloc[0]
+        full = full_rows(run)
+        first = (full if len(full) else run).iloc[0]  # a cheap row has no FID backbone
         record = {c: first[c] for c in GROUP_COLUMNS}
         record.update(run_id=run_id, seed=int(first["seed"]))
         record.update(_run_quantities(run, pt_threshold, fid_tolerance))
@@ -94,10 +96,12 @@ def summarize(
 ) -> pd.DataFrame:
     """Per (experiment, method, backbones): mean and std over seeds of the framework's quantities.
 
-    - `converged_iteration`: first evaluation with p_t >= `pt_threshold` when p_t is recorded,
-      else the first with FID within `fid_tolerance` (relative) of the run's best FID; the mean
-      is over the seeds that converged (`n_converged`).
-    - `intra_lpips_at_convergence`: intra-cluster LPIPS at that iteration.
+    - `converged_iteration`: first evaluation with p_t >= `pt_threshold` when p_t is recorded
+      (cheap evaluations included, so as finely as `schedule.cheap_every` resolves it), else
+      the first with FID within `fid_tolerance` (relative) of the run's best FID; the mean is
+      over the seeds that converged (`n_converged`).
+    - `intra_lpips_at_convergence`: intra-cluster LPIPS at that iteration (linear between the
+      full evaluations around it).
     - `relative_diversity_loss`: (first - last) / first intra-LPIPS over the recorded schedule.
     - `lpips_slope_per_1k`: least-squares slope of intra-LPIPS per 1000 iterations.
     - `final_fid`, `final_intra_lpips`: values at the last evaluation that recorded them.

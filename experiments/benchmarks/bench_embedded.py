@@ -17,34 +17,25 @@ from pathlib import Path
 import torch
 
 from adaptscope.models import load_checkpoint
+from adaptscope.spec import source_checkpoint_path
 from adaptscope.track.evaluate import Evaluator
 from adaptscope.track.target import load_target
-from adaptscope.train.experiment import load_experiment
-from adaptscope.train.loop import run_adaptation, source_checkpoint_path
+from adaptscope.train.experiment import load_experiment, run_specs
+from adaptscope.train.loop import run_adaptation
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--iterations", type=int, default=60)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--methods", default="tgan,freezed,ewc,cdc,dcl")
+    parser.add_argument("--methods", default="tgan,tgan_ada,freezed,ewc,cdc,dcl")
+    parser.add_argument("--skip-evaluation", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cfg = load_experiment(None, [f"threads={args.threads}"])
     spec = cfg.runs()[0]
-
-    g_ema = load_checkpoint(source_checkpoint_path(spec)).g_ema
-    target = load_target(spec.target.data, g_ema.size, spec.target.shots)
-    evaluator = Evaluator(spec, target)
-    evaluator.evaluate(g_ema)  # warm-up (first call builds lazily cached pieces)
-    times = []
-    for _ in range(3):
-        start = time.perf_counter()
-        evaluator.evaluate(g_ema)
-        times.append(time.perf_counter() - start)
-    m = spec.metrics
-    print(f"one evaluation ({m.fid_n_gen} samples for FID, {m.lpips_n_samples} for "
-          f"intra-LPIPS, toy backbones): {min(times):.2f} s (best of 3)")
+    if not args.skip_evaluation:
+        _time_evaluation(spec)
 
     n = args.iterations
     for method in args.methods.split(","):
@@ -57,10 +48,25 @@ def main() -> None:
                 stamps[event["iteration"]] = time.perf_counter()
 
         with tempfile.TemporaryDirectory() as tmp:
-            run_adaptation(cfg.runs()[0], Path(tmp) / "run", on_event=on_event)
+            run_adaptation(run_specs(cfg)[0], Path(tmp) / "run", on_event=on_event)
         first, last = min(stamps), max(stamps)
         per_iter = (stamps[last] - stamps[first]) / (last - first)
         print(f"{method:<8} {per_iter * 1000:6.1f} ms per iteration (batch {spec.train.batch})")
+
+
+def _time_evaluation(spec) -> None:
+    g_ema = load_checkpoint(source_checkpoint_path(spec.source)).g_ema
+    target = load_target(spec.target.data, g_ema.size, spec.target.shots)
+    evaluator = Evaluator(spec.metrics, target, spec.seed)
+    evaluator.evaluate(g_ema)  # warm-up (first call builds lazily cached pieces)
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        evaluator.evaluate(g_ema)
+        times.append(time.perf_counter() - start)
+    m = spec.metrics
+    print(f"one evaluation ({m.fid_n_gen} samples for FID, {m.lpips_n_samples} for "
+          f"intra-LPIPS, toy backbones): {min(times):.2f} s (best of 3)")
 
 
 if __name__ == "__main__":
