@@ -106,7 +106,7 @@ def pretrain_source(cfg: PretrainConfig, out_dir: str | Path, *, log=print) -> P
             half_life = min(cfg.ema_half_life_images, cfg.ema_rampup * images)
             losses = train_step(step, _real_batch(cfg, step),
                                 ema_decay=0.5 ** (cfg.batch / max(half_life, 1e-8)))
-            if "r1" in losses:
+            if "loss_r1" in losses:
                 last_r1 = losses["loss_r1"].item()  # logged until the next lazy R1 step
             step += 1
             if step % 50 == 0:
