@@ -6,7 +6,10 @@
 A sweep file names the experiment (`experiment`, a TOML path; empty: the embedded default),
 `seeds`, and `[[variant]]` tables, each a `label`, the `methods` it runs and the `set` overrides
 (`--set key=value` text) that make it. Every variant runs with `adaptscope run` into its own
-folder under --runs (resumed when it exists, so an interrupted sweep continues). Extra
+folder under --runs (resumed when it exists, so an interrupted sweep continues); a variant that
+is the experiment as it stands may instead name finished runs (`runs = "runs/embedded-default"`:
+the seeds of its methods there are read, not run again, unless --experiment or --set change the
+experiment, in which case it runs like the others). Extra
 `--set` options of this script apply to every variant: the same sweep calibrates another source
 (`--set source.checkpoint=... --experiment experiments/ffhq-babies.toml`).
 
@@ -40,10 +43,12 @@ def slug(label: str) -> str:
 
 
 def run_variant(sweep: dict, variant: dict, runs: Path, extra: list[str],
-                experiment: str | None) -> Path:
+                experiment: str | None, workers: int | None) -> Path:
     out = runs / slug(variant["label"])
     cli = Path(sys.executable).with_name("adaptscope")  # the CLI of this environment
     cmd = [str(cli), "run", "--out", str(out)]
+    if workers is not None:
+        cmd += ["--workers", str(workers)]
     if out.exists():
         cmd.append("--resume")
     else:
@@ -122,16 +127,25 @@ def main() -> None:
                         "sweep's own (e.g. an FFHQ config).")
     parser.add_argument("--set", dest="extra", action="append", default=[],
                         help="key=value applied to every variant.")
+    parser.add_argument("--workers", type=int, default=None, help="Runs in parallel.")
     parser.add_argument("--report-only", action="store_true", help="Only read the runs.")
     args = parser.parse_args()
     sweep = tomllib.loads(args.sweep.read_text())
     variants = sweep["variant"]
+    reuse = not (args.experiment or args.extra)  # runs named by `runs` are of this experiment
+    folders = {}
+    for variant in variants:  # every run first, then every read
+        if "runs" in variant and reuse:
+            folders[variant["label"]] = Path(variant["runs"])
+        elif args.report_only:
+            folders[variant["label"]] = args.runs / slug(variant["label"])
+        else:
+            folders[variant["label"]] = run_variant(sweep, variant, args.runs, args.extra,
+                                                    args.experiment, args.workers)
     frames = []
     for variant in variants:
-        folder = args.runs / slug(variant["label"])
-        if not args.report_only:
-            folder = run_variant(sweep, variant, args.runs, args.extra, args.experiment)
-        df = load_trajectories(folder)
+        df = load_trajectories(folders[variant["label"]])
+        df = df[df["method"].isin(variant["methods"]) & df["seed"].isin(sweep["seeds"])]
         df["method"] = variant["label"]  # a variant is one curve, whatever its method
         frames.append(df)
     df = pd.concat(frames, ignore_index=True)

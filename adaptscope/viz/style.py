@@ -14,18 +14,18 @@ import matplotlib as mpl
 import seaborn as sns
 
 # The paper's methods first, in the order its figures use; any other method follows by name.
-METHOD_ORDER: tuple[str, ...] = ("tgan", "freezed", "ewc", "cdc", "dcl")
+METHOD_ORDER: tuple[str, ...] = ("tgan", "tgan_ada", "freezed", "ewc", "cdc", "dcl")
 
 # seaborn's colour-blind palette, pinned so figures do not change when seaborn does.
 _FIXED_COLORS: dict[str, str] = {
     "tgan": "#0173b2",
+    "tgan_ada": "#56b4e9",
     "freezed": "#de8f05",
     "ewc": "#029e73",
     "cdc": "#cc78bc",
     "dcl": "#d55e00",
 }
 _OTHER_COLORS: tuple[str, ...] = (
-    "#56b4e9",
     "#ca9161",
     "#949494",
     "#fbafe4",
@@ -34,10 +34,12 @@ _OTHER_COLORS: tuple[str, ...] = (
     "#8c564b",
     "#7f7f7f",
 )
-_FIXED_MARKERS: dict[str, str] = {"tgan": "o", "freezed": "s", "ewc": "^", "cdc": "D", "dcl": "P"}
-_OTHER_MARKERS: tuple[str, ...] = ("v", "X", "<", ">", "h", "*", "p", "8")
+_FIXED_MARKERS: dict[str, str] = {"tgan": "o", "tgan_ada": "v", "freezed": "s", "ewc": "^",
+                                  "cdc": "D", "dcl": "P"}
+_OTHER_MARKERS: tuple[str, ...] = ("X", "<", ">", "h", "*", "p", "8")
 _DISPLAY_NAMES: dict[str, str] = {
     "tgan": "TGAN",
+    "tgan_ada": "TGAN+ADA",
     "freezed": "FreezeD",
     "ewc": "EWC",
     "cdc": "CDC",
