@@ -46,23 +46,25 @@ def run_variant(sweep: dict, variant: dict, runs: Path, extra: list[str],
                 experiment: str | None, workers: int | None) -> Path:
     out = runs / slug(variant["label"])
     cli = Path(sys.executable).with_name("adaptscope")  # the CLI of this environment
-    cmd = [str(cli), "run", "--out", str(out)]
+    common = [str(cli), "run", "--out", str(out)]
     if workers is not None:
-        cmd += ["--workers", str(workers)]
-    if out.exists():
-        cmd.append("--resume")
-    else:
-        config = experiment or sweep.get("experiment", "")
-        if config:
-            cmd += ["--config", config]
-        cmd += ["--methods", ",".join(variant["methods"]),
-                "--seeds", ",".join(str(s) for s in sweep["seeds"]),
-                "--set", f'name="{sweep["name"]}-{slug(variant["label"])}"']
-        for item in [*variant.get("set", []), *extra]:
-            cmd += ["--set", item]
+        common += ["--workers", str(workers)]
+    if out.exists():  # an interrupted sweep: continue its unfinished runs first
+        _run([*common, "--resume"])
+    config = experiment or sweep.get("experiment", "")
+    cmd = [*common, *(["--config", config] if config else []),
+           "--methods", ",".join(variant["methods"]),
+           "--seeds", ",".join(str(s) for s in sweep["seeds"]),
+           "--set", f'name="{sweep["name"]}-{slug(variant["label"])}"']
+    for item in [*variant.get("set", []), *extra]:
+        cmd += ["--set", item]
+    _run(cmd)  # finished runs are kept, missing seeds run
+    return out
+
+
+def _run(cmd: list[str]) -> None:
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
-    return out
 
 
 def last(run: pd.DataFrame, column: str) -> float:
@@ -128,9 +130,13 @@ def main() -> None:
     parser.add_argument("--set", dest="extra", action="append", default=[],
                         help="key=value applied to every variant.")
     parser.add_argument("--workers", type=int, default=None, help="Runs in parallel.")
+    parser.add_argument("--seeds", default=None, help="Comma-separated seeds replacing the "
+                        "sweep's (a quick first look: --seeds 0).")
     parser.add_argument("--report-only", action="store_true", help="Only read the runs.")
     args = parser.parse_args()
     sweep = tomllib.loads(args.sweep.read_text())
+    if args.seeds is not None:
+        sweep["seeds"] = [int(s) for s in args.seeds.split(",")]
     variants = sweep["variant"]
     reuse = not (args.experiment or args.extra)  # runs named by `runs` are of this experiment
     folders = {}

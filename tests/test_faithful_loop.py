@@ -6,17 +6,20 @@ per iteration."""
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
+from _tiny_world import make_source_checkpoint, tiny_spec
 
+from adaptscope import load_trajectories
 from adaptscope.methods import Method, MethodContext, Step, get_method
 from adaptscope.methods import dcl as dcl_module
 from adaptscope.methods.losses import info_nce
 from adaptscope.models import Discriminator, Generator
 from adaptscope.spec import LoopSpec
 from adaptscope.train.experiment import load_experiment, run_specs
-from adaptscope.train.loop import TrainingStats, real_batch
+from adaptscope.train.loop import TrainingStats, real_batch, run_adaptation
 from adaptscope.train.step import GANStep
 
 CH = {4: 16, 8: 16, 16: 8}
@@ -209,3 +212,27 @@ def test_dcl_terms_share_one_contrastive_batch_and_the_g_term_gradient_is_exact(
     # the D term's positives are D's features of the same G_s(z) the G term used
     with torch.no_grad():
         torch.testing.assert_close(calls[0][1], dcl.ctx.d.features(img_s)[index])
+
+
+# --- the trajectory carries the loop's numbers ------------------------------------------------
+
+
+@pytest.mark.slow
+def test_rows_record_loss_means_gradient_norms_and_ada_p(tmp_path):
+    source = make_source_checkpoint(tmp_path / "tiny.pt")
+    ewc = run_adaptation(tiny_spec(source, "ewc"), tmp_path / "ewc")
+    rows = load_trajectories(ewc).set_index("iteration")
+    assert rows.loc[0, ["loss_d_adv", "loss_ewc"]].isna().all()  # nothing trained yet
+    for column in ("loss_d_adv", "loss_g_adv", "loss_r1", "loss_ewc", "grad_norm_ewc",
+                   "grad_norm_g_adv"):
+        assert rows.loc[[2, 4], column].notna().all(), column
+    assert (rows.loc[[2, 4], "grad_norm_g_adv"] > 0).all()
+
+    spec = tiny_spec(source, "tgan_ada")
+    spec = replace(spec, train=replace(spec.train, augment="ada", ada_every=4, ada_length=40))
+    ada = load_trajectories(run_adaptation(spec, tmp_path / "ada")).set_index("iteration")
+    # one adjustment of 4 / 40 per iteration (4 images each), clamped to [0, 1]
+    steps = ada["ada_p"].to_numpy() / 0.1
+    assert ada.loc[0, "ada_p"] == 0.0
+    assert all(abs(s - round(s)) < 1e-9 for s in steps)
+    assert "loss_ewc" not in ada.columns
