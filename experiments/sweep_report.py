@@ -150,12 +150,15 @@ def main() -> None:
                                                     args.experiment, args.workers)
     frames = []
     for variant in variants:
+        if not folders[variant["label"]].exists():  # --report-only before every variant ran
+            print(f"not run yet: {variant['label']} ({folders[variant['label']]})")
+            continue
         df = load_trajectories(folders[variant["label"]])
         df = df[df["method"].isin(variant["methods"]) & df["seed"].isin(sweep["seeds"])]
         df["method"] = variant["label"]  # a variant is one curve, whatever its method
         frames.append(df)
     df = pd.concat(frames, ignore_index=True)
-    labels = [v["label"] for v in variants]
+    labels = [v["label"] for v in variants if v["label"] in set(df["method"])]
     table = variant_table(df, labels)
     args.out.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out / "summary.csv", index=False)

@@ -90,7 +90,10 @@ def method_legend(
         for m in ordered_methods(methods)
     ]
     handles += list(extra)
-    per_row = max(2, int(fig.get_figwidth() / 1.15))  # about 1.15 inches per entry
+    # An entry is about 0.45 inch of marker and gap plus 0.075 inch a character, so long
+    # names (a plugin's methods, a sweep's variants) take fewer entries a row, not the margin.
+    longest = max((len(h.get_label()) for h in handles), default=1)
+    per_row = max(1, int(fig.get_figwidth() / max(1.15, 0.45 + 0.075 * longest)))
     rows = -(-len(handles) // per_row)
     ncols = -(-len(handles) // rows)  # balance the rows
     # matplotlib fills legends column by column; reorder so entries read along rows.
