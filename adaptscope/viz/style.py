@@ -25,6 +25,7 @@ _FIXED_COLORS: dict[str, str] = {
     "cdc": "#cc78bc",
     "dcl": "#d55e00",
 }
+# Distinct from the fixed colours and from each other (one grey only).
 _OTHER_COLORS: tuple[str, ...] = (
     "#ca9161",
     "#949494",
@@ -32,7 +33,7 @@ _OTHER_COLORS: tuple[str, ...] = (
     "#ece133",
     "#1b2a49",
     "#8c564b",
-    "#7f7f7f",
+    "#17becf",
 )
 _FIXED_MARKERS: dict[str, str] = {"tgan": "o", "tgan_ada": "v", "freezed": "s", "ewc": "^",
                                   "cdc": "D", "dcl": "P"}
