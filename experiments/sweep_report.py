@@ -11,7 +11,8 @@ is the experiment as it stands may instead name finished runs (`runs = "runs/emb
 the seeds of its methods there are read, not run again, unless --experiment or --set change the
 experiment, in which case it runs like the others). Extra
 `--set` options of this script apply to every variant: the same sweep calibrates another source
-(`--set source.checkpoint=... --experiment experiments/ffhq-babies.toml`).
+(`--set source.checkpoint=... --experiment experiments/ffhq-babies.toml`). `--device cuda` and
+`--workers N` only place the runs, so named runs are still read.
 
 Writes into --out: summary.csv (per variant, mean and std over seeds), README.md (the table),
 quality_diversity.png (the quality-diversity plane, variants as curves) and realism.png (p_t,
@@ -43,16 +44,17 @@ def slug(label: str) -> str:
 
 
 def run_variant(sweep: dict, variant: dict, runs: Path, extra: list[str],
-                experiment: str | None, workers: int | None) -> Path:
+                experiment: str | None, workers: int | None, device: str | None) -> Path:
     out = runs / slug(variant["label"])
     cli = Path(sys.executable).with_name("adaptscope")  # the CLI of this environment
     common = [str(cli), "run", "--out", str(out)]
     if workers is not None:
         common += ["--workers", str(workers)]
     if out.exists():  # an interrupted sweep: continue its unfinished runs first
-        _run([*common, "--resume"])
+        _run([*common, "--resume"])  # on the device each run's config names
     config = experiment or sweep.get("experiment", "")
-    cmd = [*common, *(["--config", config] if config else []),
+    cmd = [*common, *(["--device", device] if device else []),
+           *(["--config", config] if config else []),
            "--methods", ",".join(variant["methods"]),
            "--seeds", ",".join(str(s) for s in sweep["seeds"]),
            "--set", f'name="{sweep["name"]}-{slug(variant["label"])}"']
@@ -130,6 +132,8 @@ def main() -> None:
     parser.add_argument("--set", dest="extra", action="append", default=[],
                         help="key=value applied to every variant.")
     parser.add_argument("--workers", type=int, default=None, help="Runs in parallel.")
+    parser.add_argument("--device", default=None, help="Where the runs compute (cpu, cuda, "
+                        "...); unlike --set it keeps reading the runs a variant names.")
     parser.add_argument("--seeds", default=None, help="Comma-separated seeds replacing the "
                         "sweep's (a quick first look: --seeds 0).")
     parser.add_argument("--report-only", action="store_true", help="Only read the runs.")
@@ -147,7 +151,8 @@ def main() -> None:
             folders[variant["label"]] = args.runs / slug(variant["label"])
         else:
             folders[variant["label"]] = run_variant(sweep, variant, args.runs, args.extra,
-                                                    args.experiment, args.workers)
+                                                    args.experiment, args.workers,
+                                                    args.device)
     frames = []
     for variant in variants:
         if not folders[variant["label"]].exists():  # --report-only before every variant ran
