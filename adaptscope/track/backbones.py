@@ -37,8 +37,8 @@ LPIPS_BACKBONES.register("toy", lambda weights_dir: load_toynet())
 REALISM_SCORERS = ("none", "toy", "classifier")
 
 
-def fid_extractor(name: str, weights_dir: WeightsDir = None,
-                  device: str = "cpu") -> FeatureExtractor:
+def build_extractor(name: str, weights_dir: WeightsDir = None,
+                    device: str = "cpu") -> FeatureExtractor:
     return FID_BACKBONES.get(name)(weights_dir, device)
 
 

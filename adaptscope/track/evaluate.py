@@ -33,7 +33,7 @@ from adaptscope.metrics.fid_stats import content_digest
 from adaptscope.metrics.intra_lpips import intra_cluster_lpips, nearest_shots
 from adaptscope.models import FixedLatents, Generator
 from adaptscope.spec import MetricsSpec
-from adaptscope.track.backbones import fid_extractor, lpips_net, realism_scorer
+from adaptscope.track.backbones import build_extractor, lpips_net, realism_scorer
 from adaptscope.track.schema import CHEAP_METRICS
 from adaptscope.track.target import TargetData
 
@@ -61,7 +61,7 @@ class Evaluator:
         self.weights_dir = m.weights_dir or None
         # Built in this order on purpose: building a network draws its random initial weights
         # from the global RNG, and training continues from that RNG state.
-        self.extractor = fid_extractor(m.fid_backbone, self.weights_dir, device)
+        self.extractor = build_extractor(m.fid_backbone, self.weights_dir, device)
         self.real_stats = real_statistics(target.full, self.extractor)
         self.lpips_net = lpips_net(m.lpips_backbone, self.weights_dir)
         self.n_samples = max(m.fid_n_gen, m.lpips_n_samples, m.n_grid)

@@ -130,10 +130,10 @@ def _check_realism_classifier(spec: RunSpec) -> None:
 def _check_backbones(metrics: MetricsSpec, domain: str | None) -> None:
     """Build the metric networks as the evaluator does (on the CPU), then drop them."""
     from adaptscope.embedded.toynet import load_toynet
-    from adaptscope.track.backbones import fid_extractor, lpips_net, realism_scorer
+    from adaptscope.track.backbones import build_extractor, lpips_net, realism_scorer
 
     weights_dir = metrics.weights_dir or None
-    fid_extractor(metrics.fid_backbone, weights_dir, "cpu")
+    build_extractor(metrics.fid_backbone, weights_dir, "cpu")
     lpips_net(metrics.lpips_backbone, weights_dir)
     realism_scorer(metrics.realism, metrics.realism_classifier, domain)
     if metrics.ground_truth:
