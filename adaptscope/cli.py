@@ -259,6 +259,8 @@ def _target_spec(value: str) -> str:
 
 _PLUGIN = typer.Option(
     [], "--plugin", help="A .py file or module registering methods of your own (repeatable).")
+_PROTOCOL = typer.Option(
+    None, help="Evaluation protocol, e.g. dcl-paper (`adaptscope protocols` lists them).")
 
 
 @app.command()
@@ -273,6 +275,7 @@ def run(
     resume: bool = typer.Option(False, help="Continue every unfinished run under --out."),
     device: str | None = typer.Option(None, help="cpu, cuda, cuda:1, ..."),
     workers: int | None = typer.Option(None, help="Runs in parallel (default: one per core)."),
+    protocol: str | None = _PROTOCOL,
     set_: list[str] = typer.Option([], "--set", help="Override a config value: key=value."),
     plugin: list[str] = _PLUGIN,
 ) -> None:
@@ -296,11 +299,12 @@ def run(
             raise ConfigError(f"--seeds expects comma-separated integers, got {seeds!r}") from err
     values = _given(methods=_split(methods), seeds=seed_list,
                     target__data=target and _target_spec(target), schedule__iterations=iterations,
-                    schedule__eval_every=eval_every, device=device, workers=workers)
+                    schedule__eval_every=eval_every, device=device, workers=workers,
+                    metrics__protocol=protocol)
     if resume:
         _refuse_changes_on_resume(methods=methods, config=config, target=target, seeds=seeds,
                                   iterations=iterations, eval_every=eval_every, device=device,
-                                  set_=set_, plugin=plugin)
+                                  protocol=protocol, set_=set_, plugin=plugin)
         planned = runner.plan_resume(out)
         if not planned:
             console.print(f"nothing to resume under {escape(str(out))}")
@@ -360,7 +364,9 @@ def _print_run_summary(planned, out: Path, console) -> None:
                       f"{first['realism_pt']:.2f} -> {last['realism_pt']:.2f}")
     console.print(table)
     backbones = sorted(set(df["fid_backbone"].dropna()) | set(df["lpips_backbone"].dropna()))
-    console.print(f"metric backbones: {escape(', '.join(backbones))}")
+    protocols = sorted(set(df["protocol"].dropna())) if "protocol" in df else []
+    console.print(f"evaluation protocol: {escape(', '.join(protocols) or 'not recorded')} "
+                  f"(backbones: {escape(', '.join(backbones))})")
     shown = escape(str(out))
     console.print(f"next: [bold]adaptscope plot {shown}[/bold]  (or `from adaptscope import "
                   f"load_trajectories; load_trajectories('{shown}')`)")
@@ -381,6 +387,7 @@ def track(
     source: bool = typer.Option(
         True, "--source/--no-source", help="Evaluate the source checkpoint as iteration 0."),
     device: str | None = typer.Option(None, help="cpu, cuda, cuda:1, ..."),
+    protocol: str | None = _PROTOCOL,
     set_: list[str] = typer.Option([], "--set", help="Override a config value: key=value."),
 ) -> None:
     """Track a run trained elsewhere: evaluate its saved checkpoints under the same protocol."""
@@ -394,7 +401,8 @@ def track(
     console = _console()
     if not method.strip():
         raise ConfigError("--method is empty: give a label such as cdc-official")
-    values = {"methods": [], **_given(target__data=target and _target_spec(target), device=device)}
+    values = {"methods": [], **_given(target__data=target and _target_spec(target), device=device,
+                                      metrics__protocol=protocol)}
     spec = load_experiment(config, set_, values=values).spec_for(method, seed)
     found = find_checkpoints(checkpoints)
     run_dir = out / spec.run_id
@@ -430,6 +438,26 @@ def list_methods(plugin: list[str] = _PLUGIN) -> None:
         typer.echo(f"{name:<{width}}{cls.summary}")
         for field_name, default, doc in param_docs(cls):
             typer.echo(f"{'':<{width}}{name}.{field_name} = {default!r}  {doc.split('. ')[0]}")
+
+
+@app.command("protocols")
+def list_protocols() -> None:
+    """List the evaluation protocols: what each measures with, and where each setting is from."""
+    from adaptscope.protocols import CUSTOM, PROTOCOLS
+
+    for name, p in PROTOCOLS.items():
+        rule = (f"{p.lpips_members} {p.lpips_max_per_cluster} per cluster, clusters under 2 "
+                f"members: {p.lpips_small_clusters}")
+        real = "the full target set" if p.fid_n_real == 0 else f"at most {p.fid_n_real:,} real"
+        typer.echo(f"{name}\n  {p.description}")
+        typer.echo(f"  FID, KID, PRDC: {p.fid_backbone}, {p.fid_n_gen:,} generated vs {real}")
+        typer.echo(f"  intra-LPIPS: {p.lpips_backbone} on {p.lpips_n_samples:,} samples, {rule}")
+        typer.echo(f"  cheap evaluations: {p.cheap_n_samples} samples")
+        typer.echo(f"  used by: {p.used_by}")
+        for setting, source in p.sources.items():
+            typer.echo(f"    {setting}: {source}")
+        typer.echo("")
+    typer.echo(f"{CUSTOM}: the metrics.* settings as a config gives them (recorded as such)")
 
 
 # --- plot / report commands ------------------------------------------------------------------

@@ -16,6 +16,14 @@ from typing import Any
 from adaptscope.config import from_dict, to_dict
 from adaptscope.embedded import TOY_SOURCE, TOYFACES_PREFIX, asset
 from adaptscope.errors import ConfigError
+from adaptscope.protocols import (
+    CUSTOM,
+    LPIPS_MEMBER_RULES,
+    LPIPS_SMALL_CLUSTER_RULES,
+    PROTOCOLS,
+    matching_protocol,
+)
+from adaptscope.protocols import SETTINGS as PROTOCOL_SETTINGS
 
 EMBEDDED_SOURCE = TOY_SOURCE
 AUTO = "auto"  # a metrics setting that follows the target (see `resolve_metrics`)
@@ -162,16 +170,26 @@ class LoopSpec:
 
 @dataclass
 class MetricsSpec:
-    """The evaluation protocol, recorded with every trajectory."""
+    """The evaluation protocol, recorded with every trajectory.
 
-    fid_backbone: str = "inception"  # "inception" or "toy" (see adaptscope.track.backbones)
-    fid_n_gen: int = 5000
-    lpips_backbone: str = "vgg"  # "vgg", "alex" or "toy"
-    lpips_n_samples: int = 1000
-    lpips_max_per_cluster: int = 50
+    `protocol` names a registered protocol (`adaptscope.protocols`) that fixes the settings
+    marked below; a config may leave them out or repeat the protocol's values, never contradict
+    them. Empty or "custom": the settings as given (recorded as the protocol they match, if any).
+    The defaults are the "clean" protocol's.
+    """
+
+    protocol: str = ""
+    fid_backbone: str = "inception"  # [protocol] a `build_extractor` name
+    fid_n_gen: int = 5000  # [protocol]
+    fid_n_real: int = 0  # [protocol] real images for FID/KID/PRDC: 0 = the full target set
+    lpips_backbone: str = "vgg"  # [protocol] "vgg", "alex" or "toy"
+    lpips_n_samples: int = 1000  # [protocol]
+    lpips_max_per_cluster: int = 50  # [protocol]
+    lpips_members: str = "random"  # [protocol] "random" (seeded shuffle) or "first" (seed order)
+    lpips_small_clusters: str = "drop"  # [protocol] clusters under 2 members: "drop" or "zero"
     # Samples of a cheap evaluation (schedule.cheap_every): the first of the full evaluation's
     # fixed latents, at most as many as it draws
-    cheap_n_samples: int = 200
+    cheap_n_samples: int = 200  # [protocol]
     # p_t scorer: "none", "toy" (ToyFaces targets) or "classifier"; "auto": "toy" for a
     # ToyFaces target, "none" for an image folder
     realism: str = AUTO
@@ -192,15 +210,51 @@ class MetricsSpec:
                'metrics.realism = "classifier"')
         _check(isinstance(self.ground_truth, bool) or self.ground_truth == AUTO,
                "metrics.ground_truth", self.ground_truth, 'true, false or "auto"')
-        for key, low in (("fid_n_gen", 2), ("lpips_n_samples", 2), ("lpips_max_per_cluster", 2),
-                         ("cheap_n_samples", 2), ("n_grid", 1), ("batch_size", 1)):
+        for key, low in (("fid_n_gen", 2), ("fid_n_real", 0), ("lpips_n_samples", 2),
+                         ("lpips_max_per_cluster", 2), ("cheap_n_samples", 2), ("n_grid", 1),
+                         ("batch_size", 1)):
             value = getattr(self, key)
             _check(value >= low, f"metrics.{key}", value, f"metrics.{key} >= {low}")
+        _check(self.fid_n_real == 0 or self.fid_n_real >= 2, "metrics.fid_n_real",
+               self.fid_n_real, "0 (the full target set) or at least 2 real images")
+        _check(self.lpips_members in LPIPS_MEMBER_RULES, "metrics.lpips_members",
+               self.lpips_members, "one of " + ", ".join(f'"{c}"' for c in LPIPS_MEMBER_RULES))
+        _check(self.lpips_small_clusters in LPIPS_SMALL_CLUSTER_RULES,
+               "metrics.lpips_small_clusters", self.lpips_small_clusters,
+               "one of " + ", ".join(f'"{c}"' for c in LPIPS_SMALL_CLUSTER_RULES))
+        if self.protocol not in ("", CUSTOM):
+            PROTOCOLS.get(self.protocol)  # an unknown name fails listing the registered ones
+
+
+def apply_protocol(metrics: MetricsSpec) -> MetricsSpec:
+    """`metrics` with its protocol's settings filled in and `protocol` naming what they are.
+
+    A named protocol overrides settings left at their defaults; a setting given another value
+    than the protocol's is an error naming both (the numbers would not be that protocol's).
+    Without a name, the settings are kept and `protocol` records the registered protocol they
+    equal, or "custom".
+    """
+    if metrics.protocol in ("", CUSTOM):
+        settings = {k: getattr(metrics, k) for k in PROTOCOL_SETTINGS}
+        return replace(metrics, protocol=matching_protocol(settings))
+    fixed = PROTOCOLS.get(metrics.protocol).settings()
+    default = MetricsSpec()
+    clashes = [f"metrics.{k} = {getattr(metrics, k)!r} (the protocol has {v!r})"
+               for k, v in fixed.items()
+               if getattr(metrics, k) != v and getattr(metrics, k) != getattr(default, k)]
+    if clashes:
+        raise ConfigError(
+            f"metrics.protocol = {metrics.protocol!r} fixes settings this config changes: "
+            + "; ".join(clashes) + ". Remove those settings, or set metrics.protocol = "
+            f'"{CUSTOM}" to measure with them (recorded as a custom protocol)')
+    return replace(metrics, **fixed)
 
 
 def resolve_metrics(metrics: MetricsSpec, target: TargetSpec) -> MetricsSpec:
-    """`metrics` with its "auto" settings decided by the target: a ToyFaces target gets the toy
-    realism head and the ground-truth measures, an image folder neither."""
+    """`metrics` with its protocol applied (`apply_protocol`) and its "auto" settings decided by
+    the target: a ToyFaces target gets the toy realism head and the ground-truth measures, an
+    image folder neither."""
+    metrics = apply_protocol(metrics)
     changes: dict[str, Any] = {}
     if metrics.realism == AUTO:
         changes["realism"] = "toy" if target.is_toyfaces else "none"

@@ -248,3 +248,53 @@ def test_clusters_of_different_sizes_count_equally():
              for members in (range(0, 2), range(2, 7))]
     assert result.mean == pytest.approx((means[0] + means[1]) / 2, rel=RTOL)
     assert not math.isclose((2 * means[0] + 5 * means[1]) / 7, result.mean, rel_tol=1e-3)
+
+
+def test_first_members_in_sample_order():
+    """WeditGAN's rule: the first members in sample (latent-seed) order, not a shuffle."""
+    net = PixelNet()
+    g = torch.Generator().manual_seed(2)
+    centers = quantized(torch.stack([torch.full((3, 8, 8), v) for v in (0.0, 0.9)]))
+    samples = quantized(0.15 * torch.randn(7, 3, 8, 8, generator=g))  # all nearest centre 0
+    result = intra_cluster_lpips(samples, centers, net, max_per_cluster=3, seed=5,
+                                 members="first")
+    expected = np.mean([pixel_lpips(samples[a:a + 1], samples[b:b + 1], net)
+                        for a, b in ((0, 1), (0, 2), (1, 2))])
+    assert result.mean == pytest.approx(expected, rel=RTOL)
+    shuffled = intra_cluster_lpips(samples, centers, net, max_per_cluster=3, seed=5)
+    assert shuffled.mean != pytest.approx(expected, rel=RTOL)  # the seeded shuffle differs
+
+
+def test_small_clusters_count_as_zero_when_asked():
+    net = PixelNet()
+    g = torch.Generator().manual_seed(0)
+    base = torch.zeros(1, 3, 8, 8)
+    centers = quantized(torch.cat([base - 0.5, base + 0.5, base + 0.99]))
+    samples = quantized(torch.cat([
+        base - 0.5 + 0.2 * torch.randn(4, 3, 8, 8, generator=g),  # cluster 0, 4 members
+        base + 0.5 + 0.01 * torch.randn(1, 3, 8, 8, generator=g),  # cluster 1, 1 member
+    ]))
+    m0 = np.mean([pixel_lpips(samples[a:a + 1], samples[b:b + 1], net)
+                  for a in range(4) for b in range(a + 1, 4)])
+    result = intra_cluster_lpips(samples, centers, net, seed=0, small_clusters="zero")
+    assert result.cluster_means.tolist() == pytest.approx([m0, 0.0, 0.0], rel=RTOL)
+    assert result.mean == pytest.approx(m0 / 3, rel=RTOL)
+    assert result.std == pytest.approx(np.std([m0, 0.0, 0.0], ddof=1), rel=RTOL)
+    with pytest.raises(ValueError, match="small_clusters"):
+        intra_cluster_lpips(samples, centers, net, small_clusters="ignore")
+
+
+def test_distances_to_every_shot_and_between_shots():
+    """The memorisation gauge's inputs: each sample's LPIPS to every shot, and the shots' own."""
+    net = PixelNet()
+    g = torch.Generator().manual_seed(4)
+    centers = quantized(torch.stack([torch.full((3, 8, 8), v) for v in (-0.6, 0.1, 0.7)]))
+    samples = quantized(0.3 * torch.randn(5, 3, 8, 8, generator=g))
+    result = intra_cluster_lpips(samples, centers, net, seed=1)
+    to_shot = [[pixel_lpips(samples[i:i + 1], centers[k:k + 1], net) for k in range(3)]
+               for i in range(5)]
+    between = [[pixel_lpips(centers[a:a + 1], centers[b:b + 1], net) for b in range(3)]
+               for a in range(3)]
+    np.testing.assert_allclose(result.sample_to_shot, to_shot, rtol=RTOL, atol=1e-12)
+    np.testing.assert_allclose(result.shot_distances, between, rtol=RTOL, atol=1e-12)
+    assert result.nearest_center.tolist() == np.argmin(to_shot, axis=1).tolist()

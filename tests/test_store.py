@@ -356,11 +356,29 @@ def test_rows_say_which_evaluation_they_are_and_full_is_the_default(tmp_path):
     assert str(df["evaluation"].dtype) == "string"
     assert load_trajectories(run_dir, evaluation="full")["iteration"].tolist() == [0, 500]
     assert load_trajectories(run_dir, evaluation="cheap")["iteration"].tolist() == [250]
-    assert read_metadata(run_dir)["schema"] == "2"
+    assert read_metadata(run_dir)["schema"] == schema.SCHEMA_VERSION
     with pytest.raises(TrajectoryError, match="'evaluation' must be one of"):
         append_rows(run_dir, [row(750, evaluation="quick")], config=CONFIG, protocol=PROTOCOL)
     with pytest.raises(TrajectoryError, match="'evaluation' must have a value"):
         append_rows(run_dir, [row(750, evaluation=None)], config=CONFIG, protocol=PROTOCOL)
+
+
+def test_a_schema_2_trajectory_reads_the_protocol_and_new_metrics_as_null(tmp_path):
+    run_dir = new_run(tmp_path)
+    append_rows(run_dir, [row(0), row(500)], config=CONFIG, protocol=PROTOCOL)
+    path = run_dir / rundir.TRAJECTORY_FILE
+    table = pq.read_table(path)
+    added = [c for c, version in schema.ADDED_IN.items() if version == 3]
+    meta = {**table.schema.metadata, schema.META_SCHEMA.encode(): b"2"}
+    pq.write_table(table.drop_columns(added).replace_schema_metadata(meta), path)
+
+    df = load_trajectories(run_dir)
+    assert list(df.columns) == list(schema.COLUMNS)
+    assert df[added].isna().all().all()
+    assert str(df["protocol"].dtype) == "string"
+    append_rows(run_dir, [row(1000)], config=CONFIG, protocol=PROTOCOL)
+    assert read_metadata(run_dir)["schema"] == schema.SCHEMA_VERSION
+    assert load_trajectories(run_dir)["iteration"].tolist() == [0, 500, 1000]
 
 
 def test_a_schema_1_trajectory_loads_as_full_evaluations_and_takes_new_rows(tmp_path):

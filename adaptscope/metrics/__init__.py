@@ -24,6 +24,7 @@ _EXPORTS: dict[str, str] = {
     # FID
     "FIDStats": "fid_stats",
     "real_statistics": "fid",
+    "real_features": "fid",
     "fid_from_images": "fid",
     "fid_from_generator": "fid",
     "fid_from_features": "fid",
@@ -38,6 +39,14 @@ _EXPORTS: dict[str, str] = {
     "RealismClassifier": "realism",
     "load_realism_classifier": "realism",
     "realism_score": "realism",
+    # metrics from feature arrays
+    "kid": "feature_metrics",
+    "prdc": "feature_metrics",
+    "precision_recall": "feature_metrics",
+    "memorised_fraction": "feature_metrics",
+    "feature_memorisation": "feature_metrics",
+    "memorisation": "feature_metrics",
+    "Memorisation": "feature_metrics",
 }
 
 __all__ = sorted(_EXPORTS)

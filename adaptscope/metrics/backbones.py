@@ -1,13 +1,15 @@
 """Building the real metric backbones from resolved weight files, without hidden downloads.
 
 `lpips.LPIPS` fetches its trunk through torchvision unless `pnet_rand=True`; clean-fid fetches
-Inception into a temporary folder unless told otherwise. Here the network is always built without
-a download and the file found by `resolve_weights` is loaded explicitly.
+Inception into a temporary folder unless told otherwise; pytorch-fid, torchvision and DINOv2's hub
+entry download through `load_state_dict_from_url`. Here the network is always built without a
+download and the file found by `resolve_weights` is loaded explicitly.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import types
 import warnings
@@ -15,11 +17,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from adaptscope.errors import WeightsError
 from adaptscope.files import load_weights_only
-from adaptscope.metrics.weights import resolve_weights
+from adaptscope.metrics.weights import BACKBONES, resolve_weights
 
 LPIPS_NETS = ("vgg", "alex")
 
@@ -114,3 +117,167 @@ def _load_state(path: Path) -> dict:
     if not isinstance(state, dict):
         raise WeightsError(f"{path} holds a {type(state).__name__}, not a state dict")
     return state
+
+
+def _wrong_file(path: Path, backbone: str, problem: str) -> WeightsError:
+    spec = BACKBONES[backbone]
+    return WeightsError(f"{path} is not the {spec.description} ({spec.filename}): {problem}; "
+                        f"replace it with the file from {spec.url}")
+
+
+def _state_mismatch(model: nn.Module, state: dict) -> str | None:
+    """What keeps `state` from loading strictly into `model`, in one line (None: nothing)."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [k for k in expected if k in state and torch.is_tensor(state[k])
+              and tuple(state[k].shape) != tuple(expected[k].shape)]
+    problems = [f"{len(keys)} {what} (first: '{keys[0]}')" for keys, what in
+                [(missing, "entries missing"), (unexpected, "unexpected entries"),
+                 (shapes, "entries of another shape")] if keys]
+    return ", ".join(problems) or None
+
+
+def _with_bn_counters(model: nn.Module, state: dict) -> dict:
+    """Files saved before PyTorch 0.4.1 lack BatchNorm's `num_batches_tracked` counters, which
+    eval mode never reads (torch fills them in for such files); add them so that the strict
+    check below concerns everything else."""
+    missing = [k for k in model.state_dict()
+               if k.endswith(".num_batches_tracked") and k not in state]
+    if not missing:
+        return state
+    return {**state, **{k: torch.tensor(0, dtype=torch.long) for k in missing}}
+
+
+def _load_strict(model: nn.Module, state: dict, path: Path, backbone: str,
+                 assign: bool = False) -> None:
+    """`load_state_dict(strict=True)`, failing with one error that names the file and the fix."""
+    state = _with_bn_counters(model, state)
+    problem = _state_mismatch(model, state)
+    if problem:
+        raise _wrong_file(path, backbone, problem)
+    model.load_state_dict(state, strict=True, assign=assign)
+
+
+@contextlib.contextmanager
+def _served_download(module: types.ModuleType, url: str, state: dict) -> Iterator[None]:
+    """Within the block, `module.load_state_dict_from_url(url)` returns `state` (any other URL
+    fails), so a library's own constructor runs unchanged and cannot download."""
+
+    def serve(requested: str, *_: object, **__: object) -> dict:
+        if requested != url:
+            raise RuntimeError(f"adaptscope refused a download of {requested}")
+        return state
+
+    original = module.load_state_dict_from_url
+    module.load_state_dict_from_url = serve
+    try:
+        yield
+    finally:
+        module.load_state_dict_from_url = original
+
+
+def build_pytorch_fid_inception(
+    weights_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu"
+) -> nn.Module:
+    """pytorch-fid's `InceptionV3([3])` (pool3, 2048-D), built by pytorch-fid's own
+    `fid_inception_v3` (pytorch_fid/inception.py:197-221, which patches the FID blocks into
+    torchvision's Inception) with the resolved file served in place of its download (line 219).
+    Expects [0, 1] images of any size: it resizes to 299 itself (bilinear, lines 146-150) and maps
+    [0, 1] to [-1, 1] (line 153)."""
+    import pytorch_fid.inception as pfi
+
+    path = resolve_weights("pytorch-fid-inception", weights_dir)
+    state = _load_state(path)
+    try:
+        with _served_download(pfi, pfi.FID_WEIGHTS_URL, state):
+            model = pfi.InceptionV3([3], resize_input=True, normalize_input=True)
+    except RuntimeError as err:  # load_state_dict(strict=True) inside fid_inception_v3
+        problem = " ".join(str(err).split())
+        problem = problem if len(problem) <= 240 else problem[:240] + " ..."
+        raise _wrong_file(path, "pytorch-fid-inception", problem) from err
+    return model.to(device).eval()
+
+
+def build_torchvision_inception(
+    weights_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu"
+) -> nn.Module:
+    """torchvision's Inception-v3 with its ImageNet weights, returning the 2048-D pool features
+    (the input of `fc`) of 299x299 inputs in [-1, 1], as AdAM and RICK compute FID.
+
+    `transform_input=True` applies torchvision's per-channel affine x * std/0.5 + (mean - 0.5)/0.5
+    (torchvision/models/inception.py:95-100), the very formula AdAM applies by hand before the
+    blocks (AdAM gan_training/metrics/inception.py:92-96); their blocks 0-3 (lines 38-78) are
+    torchvision's forward up to `avgpool`, so with `fc` removed the net returns their features.
+    """
+    import torchvision
+
+    path = resolve_weights("torchvision-inception", weights_dir)
+    state = _load_state(path)
+    with torch.device("meta"):  # nothing initialised only to be overwritten
+        net = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False)
+    _load_strict(net, state, path, "torchvision-inception", assign=True)
+    net.transform_input = True
+    net.fc = nn.Identity()
+    return net.float().to(device).eval()
+
+
+DINOV2_POS_OFFSET = 0.1  # DinoVisionTransformer(interpolate_offset=0.1), the hub default
+
+
+def dinov2_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """DINOv2's position embedding (1, 1 + M*M, D) brought to a `grid` of patches the way DINOv2
+    itself does at every forward (facebookresearch/dinov2 @ b8931f7,
+    dinov2/models/vision_transformer.py:180-212, unchanged in effect since the first release):
+    bicubic, no antialiasing, scale factor (grid + 0.1) / M. timm's checkpoint_filter_fn would
+    resample with size=grid and antialias=True, which gives other features than dgm-eval's."""
+    if pos_embed.ndim != 3:
+        raise ValueError(f"position embedding of shape {tuple(pos_embed.shape)}, not (1, N, D)")
+    n = pos_embed.shape[1] - 1
+    m = math.isqrt(n)
+    if m * m != n:
+        raise ValueError(f"position embedding of {n} patches is not a square grid")
+    if (m, m) == tuple(grid):
+        return pos_embed
+    dim = pos_embed.shape[-1]
+    cls, patches = pos_embed[:, :1].float(), pos_embed[:, 1:].float()
+    scale = tuple(float(g + DINOV2_POS_OFFSET) / m for g in grid)
+    patches = F.interpolate(patches.reshape(1, m, m, dim).permute(0, 3, 1, 2),
+                            scale_factor=scale, mode="bicubic", antialias=False)
+    if tuple(patches.shape[-2:]) != tuple(grid):
+        raise ValueError(f"resampling {m}x{m} positions gave {tuple(patches.shape[-2:])}")
+    patches = patches.permute(0, 2, 3, 1).reshape(1, -1, dim)
+    return torch.cat([cls, patches], dim=1).to(pos_embed.dtype)
+
+
+def build_dinov2_vitb14(
+    weights_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu",
+    img_size: int = 224,
+) -> nn.Module:
+    """DINOv2 ViT-B/14 as timm's `vit_base_patch14_dinov2` at `img_size`, returning the CLS
+    token after the final norm (768-D), i.e. what `torch.hub.load('facebookresearch/dinov2',
+    'dinov2_vitb14')(x)` returns (dinov2/models/vision_transformer.py:325-330) and dgm-eval uses.
+
+    Loads the official file (Facebook's key names): the position embedding is resampled to the
+    patch grid as DINOv2 does (`dinov2_pos_embed`), then timm's `checkpoint_filter_fn` drops
+    `mask_token` (timm/models/vision_transformer.py:1781-1801). Built on the meta device, so
+    nothing is initialised only to be overwritten.
+    """
+    import timm
+    from timm.models.vision_transformer import checkpoint_filter_fn
+
+    path = resolve_weights("dinov2-vit-b14", weights_dir)
+    state = dict(_load_state(path))
+    with torch.device("meta"):
+        model = timm.create_model("vit_base_patch14_dinov2.lvd142m", pretrained=False,
+                                  img_size=img_size, num_classes=0)
+    if "mask_token" not in state or not torch.is_tensor(state.get("pos_embed")):
+        raise _wrong_file(path, "dinov2-vit-b14", "no 'mask_token' and 'pos_embed' entries, so "
+                          "it is no DINOv2 checkpoint in Facebook's format")
+    try:
+        state["pos_embed"] = dinov2_pos_embed(state["pos_embed"], model.patch_embed.grid_size)
+    except ValueError as err:
+        raise _wrong_file(path, "dinov2-vit-b14", str(err)) from err
+    state = checkpoint_filter_fn(state, model)
+    _load_strict(model, state, path, "dinov2-vit-b14", assign=True)
+    return model.float().to(device).eval()

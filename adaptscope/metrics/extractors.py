@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 
 
 class FeatureExtractor:
@@ -55,3 +56,103 @@ class InceptionExtractor(FeatureExtractor):
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return self.model(x.to(self.device)).float().cpu()
+
+
+class PytorchFIDExtractor(FeatureExtractor):
+    """pytorch-fid's Inception-v3 (pool3, 2048-D), as CDC and DCL computed FID on image folders.
+
+    pytorch-fid reads each image with `ToTensor()` (pytorch_fid/fid_score.py:121), i.e. x / 255,
+    and its model resizes to 299 itself, bilinear with align_corners=False and no antialiasing
+    (pytorch_fid/inception.py:146-150), then maps [0, 1] to [-1, 1] (line 153). So images reach
+    it at their own size: `input_size = None`.
+    """
+
+    name = "inception-2015-12-05/pytorch-fid"
+    input_size = None
+
+    def __init__(self, weights_dir: str | os.PathLike | None = None,
+                 device: str | torch.device = "cpu"):
+        from adaptscope.metrics.backbones import build_pytorch_fid_inception
+
+        self.device = torch.device(device)
+        self.model = build_pytorch_fid_inception(weights_dir, self.device)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.model(x.to(self.device) / 255.0)[0].flatten(1).float().cpu()
+
+
+class TorchvisionInceptionExtractor(FeatureExtractor):
+    """torchvision's ImageNet Inception-v3 pool features (2048-D), as AdAM and RICK compute FID.
+
+    AdAM (github.com/yunqing-me/AdAM @ 6428e99; RICK's copies are identical) feeds images in
+    [-1, 1]: real ones through `ToTensor()` and `Normalize((0.5,) * 3, (0.5,) * 3)`
+    (AdAM_main_adaptation.py:646-655, 899-906), generated ones as the generator returns them
+    (gan_training/eval.py:34-51). `gan_training/metrics/inception.py` then upsamples to 299 with
+    `F.upsample(mode='bilinear')` (line 90: align_corners=False, no antialiasing) and applies
+    x * std/0.5 + (mean - 0.5)/0.5 per channel (lines 92-96), which is torchvision's
+    `transform_input`, on those [-1, 1] values; features are the final average pool (lines
+    70-78). So images reach it at their own size: `input_size = None`.
+    """
+
+    name = "inception-v3-google-0cc3c7bd/adam"
+    input_size = None
+
+    def __init__(self, weights_dir: str | os.PathLike | None = None,
+                 device: str | torch.device = "cpu"):
+        from adaptscope.metrics.backbones import build_torchvision_inception
+
+        self.device = torch.device(device)
+        self.model = build_torchvision_inception(weights_dir, self.device)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            x = (x.to(self.device) / 255.0 - 0.5) / 0.5  # ToTensor, Normalize(0.5, 0.5)
+            x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+            return self.model(x).float().cpu()
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def dgm_eval_transform(img: torch.Tensor, size: int = 224) -> torch.Tensor:
+    """dgm-eval's DINOv2 input (dgm_eval/models/dinov2.py:46-59, default, no --clean_resize) of one
+    (3, H, W) image of 8-bit values: torchvision's `Resize((size, size), BICUBIC)` on the PIL
+    image, i.e. PIL's 8-bit bicubic, then `ToTensor()` and ImageNet `Normalize`."""
+    from PIL import Image
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as TF
+
+    pixels = img.detach().cpu().round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    pil = TF.resize(Image.fromarray(pixels), [size, size], InterpolationMode.BICUBIC)
+    return TF.normalize(TF.to_tensor(pil), list(IMAGENET_MEAN), list(IMAGENET_STD))
+
+
+class DINOv2Extractor(FeatureExtractor):
+    """FD-DINOv2 features (Stein et al. 2023; github.com/layer6ai-labs/dgm-eval @ 74c79f7): the
+    CLS token after the final norm of DINOv2 ViT-B/14 (768-D) on 224x224 inputs.
+
+    dgm-eval resizes the PIL image with PIL's 8-bit bicubic to 224 (`dgm_eval_transform`), so the
+    extractor resizes itself (`input_size = None`). With `--clean_resize` dgm-eval uses instead
+    PIL bicubic on float channels without rounding (dgm_eval/resizer.py:5-14), which is exactly
+    clean-fid's resizer, i.e. `input_size = 224` here. The two resizes differ by about 0.3 8-bit
+    levels per pixel on average and about 1 at most on smooth images, but by up to ~20 levels at
+    high-contrast edges, where PIL's 8-bit resize clips between its horizontal and vertical passes.
+    """
+
+    name = "dinov2-vitb14-lvd142m/dgm-eval"
+    input_size = None
+    side = 224
+
+    def __init__(self, weights_dir: str | os.PathLike | None = None,
+                 device: str | torch.device = "cpu"):
+        from adaptscope.metrics.backbones import build_dinov2_vitb14
+
+        self.device = torch.device(device)
+        self.model = build_dinov2_vitb14(weights_dir, self.device, img_size=self.side)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            batch = torch.stack([dgm_eval_transform(img, self.side) for img in x])
+            return self.model(batch.to(self.device)).float().cpu()

@@ -95,7 +95,7 @@ def _real_images(source: ImageSource, resolution: int | None) -> Iterator[np.nda
         yield img
 
 
-def real_statistics(
+def real_features(
     source: ImageSource,
     extractor: FeatureExtractor,
     *,
@@ -103,8 +103,8 @@ def real_statistics(
     cache: bool = True,
     cache_folder: str | os.PathLike | None = None,
     batch_size: int = 64,
-) -> FIDStats:
-    """FID statistics of the full real target set, from the cache when already computed.
+) -> np.ndarray:
+    """Features (N, D) of the full real target set, from the cache when already extracted.
 
     `source`: a folder of images, a uint8 tensor (N, 3, H, W), or a float tensor in [-1, 1]
     (quantised to 8 bits). `resolution`: bring every real image to this square size first
@@ -121,13 +121,16 @@ def real_statistics(
         cached = load_cached(key, folder)
         if cached is not None:
             return cached
-    stats = feature_statistics(
-        extract_features(_real_images(source, resolution), extractor, batch_size)
-    )
+    feats = extract_features(_real_images(source, resolution), extractor, batch_size)
     if key is not None:
         label = str(source) if not isinstance(source, torch.Tensor) else "tensor"
-        save_cached(key, stats, {"source": label, "resolution": resolution, **proto}, folder)
-    return stats
+        save_cached(key, feats, {"source": label, "resolution": resolution, **proto}, folder)
+    return feats
+
+
+def real_statistics(source: ImageSource, extractor: FeatureExtractor, **kwargs) -> FIDStats:
+    """FID statistics of the full real target set (`real_features`' arguments)."""
+    return feature_statistics(real_features(source, extractor, **kwargs))
 
 
 def _generated(images: torch.Tensor, quantize: bool) -> Iterator[np.ndarray]:

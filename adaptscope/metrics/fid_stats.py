@@ -1,8 +1,10 @@
-"""Real-set FID statistics: reading the image set, identifying it, caching (mu, sigma) on disk.
+"""Real-set features for FID and its companions: reading the image set, identifying it,
+caching its features on disk.
 
-Target sets are fixed for a whole study, so their statistics are computed once per image set,
-backbone, resolution and protocol and kept in the user cache (`<cache>/fid-stats/`). The key hashes
-image *content*, so a renamed folder reuses its statistics and an edited one does not.
+Target sets are fixed for a whole study, so their features are extracted once per image set,
+backbone, resolution and protocol and kept in the user cache (`<cache>/fid-stats/`). Features,
+not only (mu, sigma), because KID and precision/recall/density/coverage need the points. The key
+hashes image *content*, so a renamed folder reuses its features and an edited one does not.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from adaptscope.errors import DataError
 from adaptscope.files import atomic_write
 from adaptscope.metrics.cache import cache_dir
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: the cache holds features (1 held mu and sigma)
 
 
 class FIDStats(NamedTuple):
@@ -94,24 +96,23 @@ def stats_dir() -> Path:
     return cache_dir() / "fid-stats"
 
 
-def load_cached(key: str, folder: Path | None = None) -> FIDStats | None:
-    """Cached statistics for `key`, or None (also when the file is unreadable)."""
+def load_cached(key: str, folder: Path | None = None) -> np.ndarray | None:
+    """Cached real features (N, D) for `key`, or None (also when the file is unreadable)."""
     path = (folder or stats_dir()) / f"{key}.npz"
     if not path.is_file():
         return None
     try:
         with np.load(path, allow_pickle=False) as data:
-            return FIDStats(data["mu"], data["sigma"], int(data["n_images"]))
+            return data["features"]
     except (OSError, ValueError, KeyError):
         return None
 
 
-def save_cached(key: str, stats: FIDStats, meta: dict, folder: Path | None = None) -> Path:
-    """Write statistics atomically; `meta` (JSON) records what they were computed from."""
+def save_cached(key: str, features: np.ndarray, meta: dict, folder: Path | None = None) -> Path:
+    """Write real features atomically; `meta` (JSON) records what they were computed from."""
     path = (folder or stats_dir()) / f"{key}.npz"
 
     def write(handle) -> None:
-        np.savez(handle, mu=stats.mu, sigma=stats.sigma, n_images=np.int64(stats.n_images),
-                 meta=np.array(json.dumps(meta, sort_keys=True)))
+        np.savez(handle, features=features, meta=np.array(json.dumps(meta, sort_keys=True)))
 
     return atomic_write(path, write)

@@ -6,7 +6,9 @@ sample joins the centre with the smallest LPIPS (hard nearest-centre); per clust
 pairs; the score is the unweighted mean over clusters with at least 2 members. The reference
 shuffles without a seed. Here one seeded permutation of all samples orders every cluster's
 members (the same uniformly random subset per cluster, in distribution), which lets the kept
-members be known while samples stream through the network.
+members be known while samples stream through the network. Other papers' rules are options:
+`members="first"` keeps the first members in sample (latent-seed) order and
+`small_clusters="zero"` counts a cluster with fewer than 2 members as 0 (WeditGAN).
 
 The reference runs one network forward per *pair* (about 44,500 VGG forwards for 1,000 samples
 and 10 shots). Here every image goes through the network once (`LPIPSEmbedder`), the embeddings of
@@ -44,6 +46,8 @@ class IntraLPIPSResult:
     cluster_means: np.ndarray  # (K,) mean pairwise LPIPS per cluster, NaN below 2 members
     nearest_center: np.ndarray  # (N,) index of each sample's centre
     nearest_distance: np.ndarray  # (N,) LPIPS from each sample to its centre
+    sample_to_shot: np.ndarray  # (N, K) LPIPS from each sample to every centre
+    shot_distances: np.ndarray  # (K, K) LPIPS between the centres (0 on the diagonal)
     backbone: str  # 'vgg', 'alex' or 'toy'
     input_size: int | None  # side the LPIPS input was resized to (None: native)
 
@@ -60,6 +64,8 @@ class NearestShots:
 
     nearest_center: np.ndarray  # (N,) index of each sample's centre
     nearest_distance: np.ndarray  # (N,) LPIPS from each sample to its centre
+    sample_to_shot: np.ndarray  # (N, K) LPIPS from each sample to every centre
+    shot_distances: np.ndarray  # (K, K) LPIPS between the centres (0 on the diagonal)
 
     @property
     def nearest_shot_lpips(self) -> float:
@@ -71,17 +77,23 @@ def _mean_or_nan(values: np.ndarray) -> float:
     return float(values.mean()) if len(values) else math.nan
 
 
-def selection_order(n: int, seed: int) -> np.ndarray:
-    """The seeded order in which samples are visited: `np.random.default_rng(seed).permutation`."""
+def selection_order(n: int, seed: int, members: str = "random") -> np.ndarray:
+    """The order in which samples are visited and members kept: for "random" the seeded
+    permutation `np.random.default_rng(seed).permutation`, for "first" sample order."""
+    if members == "first":
+        return np.arange(n)
+    if members != "random":
+        raise ValueError(f'members must be "random" or "first", got {members!r}')
     return np.random.default_rng(seed).permutation(n)
 
 
 def select_members(
-    nearest_center: np.ndarray, n_clusters: int, max_per_cluster: int, seed: int
+    nearest_center: np.ndarray, n_clusters: int, max_per_cluster: int, seed: int,
+    members: str = "random",
 ) -> list[np.ndarray]:
     """Per cluster, the sample indices that are paired: its members in `selection_order`,
     the first `max_per_cluster` of them."""
-    order = selection_order(len(nearest_center), seed)
+    order = selection_order(len(nearest_center), seed, members)
     ranked = np.asarray(nearest_center)[order]
     return [order[ranked == k][:max_per_cluster] for k in range(n_clusters)]
 
@@ -137,24 +149,31 @@ def _embedder(samples: torch.Tensor, centers: torch.Tensor, net, input_size: int
     return embedder
 
 
+def _embed_centres(embedder: LPIPSEmbedder, centers: torch.Tensor,
+                   batch_size: int) -> tuple[list[torch.Tensor], np.ndarray]:
+    """The centres' float64 embeddings and their (K, K) LPIPS distances."""
+    center_emb = to_float64(_embed_all(embedder, centers, batch_size))
+    between = pairwise_distances(center_emb).cpu().numpy()
+    np.fill_diagonal(between, 0.0)
+    return center_emb, between
+
+
 def _nearest_batches(
-    embedder: LPIPSEmbedder, samples: torch.Tensor, centers: torch.Tensor, seed: int,
-    batch_size: int,
-) -> Iterator[tuple[np.ndarray, list[torch.Tensor], np.ndarray, np.ndarray]]:
+    embedder: LPIPSEmbedder, samples: torch.Tensor, center_emb: list[torch.Tensor], seed: int,
+    batch_size: int, members: str = "random",
+) -> Iterator[tuple[np.ndarray, list[torch.Tensor], np.ndarray]]:
     """Embed the samples batch by batch in `selection_order`; yield each batch's sample indices,
-    per-layer embeddings, nearest centres and LPIPS to them.
+    per-layer embeddings and LPIPS to every centre (B, K).
 
     The one place nearest centres are computed, so intra-cluster LPIPS and `nearest_shots` give
     the same distances for the same samples.
     """
-    center_emb = to_float64(_embed_all(embedder, centers, batch_size))
     center_norms = sq_norms(center_emb)
-    order = selection_order(len(samples), seed)
+    order = selection_order(len(samples), seed, members)
     for s in _batches(len(samples), batch_size):
         idx = order[s]
         emb = embedder.embed(samples[torch.as_tensor(idx)])
-        best = cross_distances(emb, center_emb, center_norms).min(dim=1)
-        yield idx, emb, best.indices.cpu().numpy(), best.values.cpu().numpy()
+        yield idx, emb, cross_distances(emb, center_emb, center_norms).cpu().numpy()
         del emb  # one batch of embeddings alive at a time (they are large at 256 px)
 
 
@@ -172,13 +191,14 @@ def nearest_shots(
     `intra_cluster_lpips` finds them with the same arguments, without the pairwise part: the
     replication gauge alone, cheap enough to measure at a dense cadence."""
     embedder = _embedder(samples, centers, net, input_size, quantize)
-    nearest = np.zeros(len(samples), dtype=np.int64)
-    nearest_d = np.zeros(len(samples), dtype=np.float64)
-    for idx, emb, centre, distance in _nearest_batches(embedder, samples, centers, seed,
-                                                       batch_size):
-        nearest[idx], nearest_d[idx] = centre, distance
+    center_emb, between = _embed_centres(embedder, centers, batch_size)
+    to_shot = np.zeros((len(samples), len(centers)), dtype=np.float64)
+    for idx, emb, distances in _nearest_batches(embedder, samples, center_emb, seed, batch_size):
+        to_shot[idx] = distances
         del emb
-    return NearestShots(nearest_center=nearest, nearest_distance=nearest_d)
+    nearest = to_shot.argmin(axis=1)
+    return NearestShots(nearest_center=nearest, nearest_distance=to_shot[np.arange(len(nearest)),
+                        nearest], sample_to_shot=to_shot, shot_distances=between)
 
 
 def intra_cluster_lpips(
@@ -188,6 +208,8 @@ def intra_cluster_lpips(
     *,
     max_per_cluster: int = 50,
     seed: int = 0,
+    members: str = "random",
+    small_clusters: str = "drop",
     input_size: int | None | str = "default",
     quantize: bool = True,
     batch_size: int = 16,
@@ -202,26 +224,32 @@ def intra_cluster_lpips(
     vgg/alex, as the reference; native for the toy net). `quantize`: round inputs to 8
     bits first, as the reference's saved PNGs are. `std_ddof=1` matches `torch.Tensor.std` used
     by the reference scripts [U]. Embeddings of kept members are held up to `cache_bytes`;
-    members beyond the budget are embedded a second time.
+    members beyond the budget are embedded a second time. `members`: which members a cluster
+    keeps ("random": a seeded shuffle as CDC; "first": in sample order). `small_clusters`: a
+    cluster with fewer than 2 members is left out of the mean and std ("drop", CDC) or counts
+    as 0 ("zero", WeditGAN).
     """
     embedder = _embedder(samples, centers, net, input_size, quantize)
     if max_per_cluster < 2:
         raise ValueError(f"max_per_cluster must be >= 2, got {max_per_cluster}")
+    if small_clusters not in ("drop", "zero"):
+        raise ValueError(f'small_clusters must be "drop" or "zero", got {small_clusters!r}')
     n, k = len(samples), len(centers)
+    center_emb, between = _embed_centres(embedder, centers, batch_size)
 
-    nearest = np.zeros(n, dtype=np.int64)
-    nearest_d = np.zeros(n, dtype=np.float64)
+    to_shot = np.zeros((n, k), dtype=np.float64)
     chosen: list[list[int]] = [[] for _ in range(k)]
     kept: dict[int, list[torch.Tensor]] = {}  # sample -> its per-layer embedding rows
     budget = cache_bytes
     widths: list[int] = []  # embedding width per layer
-    for idx, emb, centre, distance in _nearest_batches(embedder, samples, centers, seed,
-                                                       batch_size):
-        nearest_d[idx], nearest[idx] = distance, centre
+    for idx, emb, distances in _nearest_batches(embedder, samples, center_emb, seed,
+                                                batch_size, members):
+        to_shot[idx] = distances
+        centre = distances.argmin(axis=1)
         widths = [layer.shape[1] for layer in emb]
         row_bytes = sum(widths) * 4
         for j, i in enumerate(idx.tolist()):
-            members = chosen[nearest[i]]
+            members = chosen[centre[j]]
             if len(members) < max_per_cluster:
                 members.append(i)
                 if row_bytes <= budget:
@@ -229,6 +257,8 @@ def intra_cluster_lpips(
                     budget -= row_bytes
         del emb
 
+    nearest = to_shot.argmin(axis=1)
+    nearest_d = to_shot[np.arange(n), nearest]
     cluster_means = np.full(k, np.nan)
     for c, members in enumerate(chosen):
         if len(members) < 2:
@@ -238,6 +268,8 @@ def intra_cluster_lpips(
         iu = torch.triu_indices(len(members), len(members), offset=1, device=d.device)
         cluster_means[c] = d[iu[0], iu[1]].mean().item()
 
+    if small_clusters == "zero":
+        cluster_means[np.isnan(cluster_means)] = 0.0
     valid = cluster_means[~np.isnan(cluster_means)]
     mean = float(valid.mean()) if len(valid) else math.nan
     std = float(valid.std(ddof=std_ddof)) if len(valid) > std_ddof else math.nan
@@ -248,6 +280,8 @@ def intra_cluster_lpips(
         cluster_means=cluster_means,
         nearest_center=nearest,
         nearest_distance=nearest_d,
+        sample_to_shot=to_shot,
+        shot_distances=between,
         backbone=embedder.name,
         input_size=embedder.input_size,
     )

@@ -62,6 +62,25 @@ BACKBONES: dict[str, Backbone] = {
             "torchvision ResNet-18 ImageNet weights for the realism classifier",
             "https://download.pytorch.org/models/resnet18-f37072fd.pth",
         ),
+        Backbone(
+            "pytorch-fid-inception",
+            "pt_inception-2015-12-05-6726825d.pth",
+            "FID Inception-v3 state dict of pytorch-fid (TF inception-2015-12-05 weights)",
+            "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
+            "pt_inception-2015-12-05-6726825d.pth",
+        ),
+        Backbone(
+            "torchvision-inception",
+            "inception_v3_google-0cc3c7bd.pth",
+            "torchvision Inception-v3 ImageNet weights (FID as computed by AdAM and RICK)",
+            "https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth",
+        ),
+        Backbone(
+            "dinov2-vit-b14",
+            "dinov2_vitb14_pretrain.pth",
+            "DINOv2 ViT-B/14 (LVD-142M) backbone for FD-DINOv2",
+            "https://dl.fbaipublicfiles.com/dinov2/dinov2_vitb14/dinov2_vitb14_pretrain.pth",
+        ),
     ]
 }
 

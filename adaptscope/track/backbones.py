@@ -17,7 +17,13 @@ from adaptscope.embedded.backbones import ToyExtractor, ToyRealism
 from adaptscope.embedded.toynet import load_toynet
 from adaptscope.errors import ConfigError
 from adaptscope.metrics.backbones import build_lpips
-from adaptscope.metrics.extractors import FeatureExtractor, InceptionExtractor
+from adaptscope.metrics.extractors import (
+    DINOv2Extractor,
+    FeatureExtractor,
+    InceptionExtractor,
+    PytorchFIDExtractor,
+    TorchvisionInceptionExtractor,
+)
 from adaptscope.metrics.realism import RealismScorer, load_realism_classifier
 from adaptscope.registry import Registry
 
@@ -26,6 +32,9 @@ WeightsDir = str | os.PathLike | None
 FID_BACKBONES: Registry[Callable[[WeightsDir, str], FeatureExtractor]] = Registry(
     "FID backbone", " (metrics.fid_backbone)")
 FID_BACKBONES.register("inception", InceptionExtractor)
+FID_BACKBONES.register("pytorch-fid", PytorchFIDExtractor)
+FID_BACKBONES.register("torchvision-inception", TorchvisionInceptionExtractor)
+FID_BACKBONES.register("dinov2-vit-b14", DINOv2Extractor)
 FID_BACKBONES.register("toy", lambda weights_dir, device: ToyExtractor())
 
 LPIPS_BACKBONES: Registry[Callable[[WeightsDir], nn.Module]] = Registry(

@@ -1,12 +1,15 @@
-"""One evaluation of a generator under a run's protocol: FID, p_t, intra-LPIPS, ground truth.
+"""One evaluation of a generator under a run's protocol: FID, KID, precision/recall/density/
+coverage and feature-space memorisation (all from one set of FID features), p_t, intra-LPIPS,
+the nearest-shot LPIPS and LPIPS memorisation (from one set of LPIPS distances), ground truth.
 
 Everything that must not change between evaluations (real statistics, backbones, the fixed
 latents and noise maps) is prepared once, so each evaluation only generates and measures. The
 latents and noise come from a private generator seeded by the run seed, never from the global
 RNG, so evaluating does not perturb training and every method sees the same latents.
 
-A cheap evaluation (`evaluate_cheap`) measures only p_t and the nearest-shot LPIPS, on the
-first `metrics.cheap_n_samples` of the same samples, so it can run far more often.
+A cheap evaluation (`evaluate_cheap`) measures only p_t, the nearest-shot LPIPS and LPIPS
+memorisation, on the first `metrics.cheap_n_samples` of the same samples, so it can run far more
+often.
 """
 
 from __future__ import annotations
@@ -28,7 +31,19 @@ from adaptscope.embedded.groundtruth import (
 from adaptscope.embedded.toynet import load_toynet
 from adaptscope.errors import ConfigError
 from adaptscope.images import from_uint8, to_uint8
-from adaptscope.metrics.fid import extract_features, fid_from_features, real_statistics
+from adaptscope.metrics.feature_metrics import (
+    feature_memorisation,
+    kid,
+    memorised_fraction,
+    prdc,
+    precision_recall,
+)
+from adaptscope.metrics.fid import (
+    extract_features,
+    feature_statistics,
+    fid_from_features,
+    real_features,
+)
 from adaptscope.metrics.fid_stats import content_digest
 from adaptscope.metrics.intra_lpips import intra_cluster_lpips, nearest_shots
 from adaptscope.models import FixedLatents, Generator
@@ -38,6 +53,11 @@ from adaptscope.track.schema import CHEAP_METRICS
 from adaptscope.track.target import TargetData
 
 EVAL_SEED_OFFSET = 1_000_003  # evaluation latents differ from any training draw of the run
+KID_SUBSETS = 100  # torch-fidelity's default
+KID_MAX_SUBSET = 1000  # torch-fidelity's default subset size, lowered to fit small sets
+PR_K = 3  # precision/recall: Kynkaanniemi et al. 2019
+DC_K = 5  # density/coverage: Naeem et al. 2020
+MEMORISED_RATIO = 0.5  # see adaptscope.metrics.feature_metrics.memorisation
 
 
 @dataclass
@@ -62,7 +82,11 @@ class Evaluator:
         # Built in this order on purpose: building a network draws its random initial weights
         # from the global RNG, and training continues from that RNG state.
         self.extractor = build_extractor(m.fid_backbone, self.weights_dir, device)
-        self.real_stats = real_statistics(target.full, self.extractor)
+        real = target.full if m.fid_n_real == 0 else target.full[: m.fid_n_real]
+        self.real_feats = real_features(real, self.extractor)
+        self.real_stats = feature_statistics(self.real_feats)
+        self.shot_feats = real_features(target.shots, self.extractor, cache=False)
+        self.kid_subset = min(KID_MAX_SUBSET, len(self.real_feats), m.fid_n_gen)
         self.lpips_net = lpips_net(m.lpips_backbone, self.weights_dir)
         self.n_samples = max(m.fid_n_gen, m.lpips_n_samples, m.n_grid)
         # A cheap evaluation's samples are the first of the full evaluation's, so never more.
@@ -70,14 +94,24 @@ class Evaluator:
         self.realism = realism_scorer(m.realism, m.realism_classifier, target.domain)
         self.ground_truth = _GroundTruth(target) if m.ground_truth else None
         self.protocol = {
+            "protocol": m.protocol,
             "fid_backbone": self.extractor.name,
             "fid_n_gen": m.fid_n_gen,
-            "fid_real_set": f"{target.description}: {target.full.shape[0]} images",
-            "fid_real_images": int(target.full.shape[0]),
-            "fid_real_sha256": content_digest(target.full),
+            "fid_real_set": f"{target.description}: {len(real)} of {len(target.full)} images",
+            "fid_real_images": len(real),
+            "fid_real_sha256": content_digest(real),
+            "kid": f"unbiased MMD^2, cubic polynomial kernel, {KID_SUBSETS} subsets of "
+                   f"{self.kid_subset} (mean, std)",
+            "precision_recall": f"Kynkaanniemi et al. 2019, k = {PR_K}",
+            "density_coverage": f"Naeem et al. 2020, k = {DC_K}",
+            "memorisation": f"fraction of samples nearer their nearest shot than {MEMORISED_RATIO}"
+                            " x that shot's distance to its nearest other shot (FID features; "
+                            "LPIPS)",
             "lpips_backbone": m.lpips_backbone,
             "lpips_n_samples": m.lpips_n_samples,
             "lpips_max_per_cluster": m.lpips_max_per_cluster,
+            "lpips_members": m.lpips_members,
+            "lpips_small_clusters": m.lpips_small_clusters,
             "lpips_centres": f"the {target.shots.shape[0]} training shots",
             "realism": m.realism_classifier if m.realism == "classifier" else m.realism,
             "ground_truth": bool(m.ground_truth),
@@ -132,20 +166,43 @@ class Evaluator:
         samples = np.concatenate(kept)
         result = intra_cluster_lpips(
             from_uint8(samples[: m.lpips_n_samples]), self.shots, self.lpips_net,
-            max_per_cluster=m.lpips_max_per_cluster, seed=self.seed)
+            max_per_cluster=m.lpips_max_per_cluster, seed=self.seed, members=m.lpips_members,
+            small_clusters=m.lpips_small_clusters)
         metrics: dict[str, Any] = {
-            "fid": fid_from_features(np.concatenate(feats), self.real_stats),
-            "fid_backbone": self.extractor.name,
-            "fid_n_gen": m.fid_n_gen,
+            "protocol": m.protocol,
+            **self._feature_metrics(np.concatenate(feats)),
             "realism_pt": float(torch.cat(p_t).mean()) if p_t else math.nan,
             "intra_lpips": result.mean,
             "intra_lpips_std": result.std,
             "lpips_backbone": m.lpips_backbone,
             "nearest_shot_lpips": result.nearest_shot_lpips,
+            "memorised_lpips": memorised_fraction(result.sample_to_shot, result.shot_distances,
+                                                  ratio=MEMORISED_RATIO),
         }
         if self.ground_truth is not None:
             metrics.update(self.ground_truth.measure(np.concatenate(attrs)))
         return Evaluation(metrics=metrics, grid=samples[: m.n_grid])
+
+    def _feature_metrics(self, fake: np.ndarray) -> dict[str, Any]:
+        """Every metric of the generated samples' FID features: no extra network pass."""
+        real = self.real_feats
+        kid_mean, kid_std = kid(real, fake, subset_size=self.kid_subset, subsets=KID_SUBSETS,
+                                seed=self.seed)
+        precision, recall = precision_recall(real, fake, k=PR_K)
+        dc = prdc(real, fake, k=DC_K)
+        return {
+            "fid": fid_from_features(fake, self.real_stats),
+            "fid_backbone": self.extractor.name,
+            "fid_n_gen": self.metrics.fid_n_gen,
+            "kid": kid_mean,
+            "kid_std": kid_std,
+            "precision": precision,
+            "recall": recall,
+            "density": dc["density"],
+            "coverage": dc["coverage"],
+            "memorised_features": feature_memorisation(fake, self.shot_feats,
+                                                       ratio=MEMORISED_RATIO),
+        }
 
     @torch.no_grad()
     def evaluate_cheap(self, g_ema: Generator) -> dict[str, Any]:
@@ -160,10 +217,13 @@ class Evaluator:
         nearest = nearest_shots(from_uint8(np.concatenate(kept)), self.shots, self.lpips_net,
                                 seed=self.seed)
         return {
+            "protocol": self.metrics.protocol,
             "realism_pt": float(torch.cat(p_t).mean()) if p_t else math.nan,
             # the instrument of nearest_shot_lpips, so cheap and full values share a panel
             "lpips_backbone": self.metrics.lpips_backbone,
             "nearest_shot_lpips": nearest.nearest_shot_lpips,
+            "memorised_lpips": memorised_fraction(nearest.sample_to_shot, nearest.shot_distances,
+                                                  ratio=MEMORISED_RATIO),
         }
 
 

@@ -4,7 +4,9 @@ One row per run and evaluated iteration. Every writer and reader of trajectories
 these names, so a notebook, a plot and the tracker always agree on what a column means.
 
 Schema history: version 2 added `evaluation` ("full" or "cheap"); a version-1 file holds full
-evaluations only and is read as such.
+evaluations only and is read as such. Version 3 added `protocol` and the metrics computed from the
+FID features and the LPIPS distances (KID, precision/recall/density/coverage, memorisation);
+older files read them as null.
 """
 
 from __future__ import annotations
@@ -31,18 +33,28 @@ PROGRESS_COLUMNS: dict[str, str] = {
 FULL = "full"
 CHEAP = "cheap"
 EVALUATION_KINDS: tuple[str, ...] = (FULL, CHEAP)
-CHEAP_METRICS: tuple[str, ...] = ("realism_pt", "nearest_shot_lpips")
+CHEAP_METRICS: tuple[str, ...] = ("realism_pt", "nearest_shot_lpips", "memorised_lpips")
 
-# The protocol's metrics; null where a metric was not computed.
+# The protocol's metrics; null where a metric was not computed. `protocol` names the evaluation
+# protocol (adaptscope.protocols) on every row, cheap ones included.
 METRIC_COLUMNS: dict[str, str] = {
+    "protocol": "string",
     "fid": "float64",
     "fid_backbone": "string",
     "fid_n_gen": "Int64",
+    "kid": "float64",  # unbiased MMD^2, mean over subsets, in the FID extractor's features
+    "kid_std": "float64",
+    "precision": "float64",  # Kynkaanniemi et al. 2019, k = 3
+    "recall": "float64",
+    "density": "float64",  # Naeem et al. 2020, k = 5
+    "coverage": "float64",
+    "memorised_features": "float64",  # fraction of samples replicating a shot, FID features
     "realism_pt": "float64",
     "intra_lpips": "float64",
     "intra_lpips_std": "float64",
     "lpips_backbone": "string",
     "nearest_shot_lpips": "float64",
+    "memorised_lpips": "float64",  # the same fraction in LPIPS space
 }
 
 # Columns every trajectory has, in order. Extra metrics (for example the embedded world's
@@ -54,5 +66,17 @@ META_CONFIG = "adaptscope.config"  # the run's resolved config, JSON
 META_VERSION = "adaptscope.version"  # adaptscope version that wrote the file
 META_PROTOCOL = "adaptscope.protocol"  # evaluation protocol, JSON (backbones, sample counts, ...)
 META_SCHEMA = "adaptscope.schema"  # schema version of this table
-SCHEMA_VERSION = "2"
-READABLE_SCHEMA_VERSIONS: tuple[str, ...] = ("1", SCHEMA_VERSION)
+SCHEMA_VERSION = "3"
+READABLE_SCHEMA_VERSIONS: tuple[str, ...] = ("1", "2", SCHEMA_VERSION)
+# The version that added a column; a file of an earlier version is read with it null (and
+# `evaluation` as "full").
+ADDED_IN: dict[str, int] = {
+    "evaluation": 2,
+    **{c: 3 for c in ("protocol", "kid", "kid_std", "precision", "recall", "density",
+                      "coverage", "memorised_features", "memorised_lpips")},
+}
+
+
+def columns_of_version(version: str) -> list[str]:
+    """The columns every file of schema `version` has."""
+    return [c for c in COLUMNS if ADDED_IN.get(c, 1) <= int(version)]

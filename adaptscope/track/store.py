@@ -157,8 +157,7 @@ def _validate_file_schema(path: Path, table_schema: pa.Schema) -> list[str]:
             f"{', '.join(repr(v) for v in schema.READABLE_SCHEMA_VERSIONS)}"
         )
     names = table_schema.names
-    expected = [c for c in schema.COLUMNS if version != "1" or c != "evaluation"]
-    missing = [c for c in expected if c not in names]
+    missing = [c for c in schema.columns_of_version(version) if c not in names]
     if missing:
         raise TrajectoryError(f"{path}: trajectory lacks required column(s) {missing}")
     return [n for n in names if n not in schema.COLUMNS]
@@ -192,9 +191,11 @@ def _read_table(path: Path) -> tuple[pa.Table, list[str], dict[str, str]]:
     table = _read_whole_file(path)
     meta = _decoded_metadata(table.schema)
     extra = _validate_file_schema(path, table.schema)
-    if "evaluation" not in table.schema.names:  # schema 1: every row is a full evaluation
-        table = table.append_column(
-            "evaluation", pa.array([schema.FULL] * table.num_rows, pa.string()))
+    for name in schema.COLUMNS:  # columns added after the file's schema version
+        if name not in table.schema.names:
+            value = schema.FULL if name == "evaluation" else None  # schema 1: all full
+            table = table.append_column(
+                name, pa.array([value] * table.num_rows, _ARROW_TYPES[schema.COLUMNS[name]]))
     try:
         table = table.select([*schema.COLUMNS, *extra]).cast(_arrow_schema(extra, None))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:

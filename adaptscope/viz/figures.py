@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 
 from adaptscope.viz.curves import plot_diversity, plot_realism, plot_replication
 from adaptscope.viz.panels import EXPERIMENT_COLUMNS, FigureSkipped
-from adaptscope.viz.plane import plot_quality_diversity
+from adaptscope.viz.plane import plot_precision_recall, plot_quality_diversity
 from adaptscope.viz.samples import plot_sample_evolution
 
 FORMATS: tuple[str, ...] = ("png", "pdf", "svg")
@@ -22,6 +22,7 @@ FIGURES: dict[str, Callable[[pd.DataFrame], Figure]] = {
     "realism": plot_realism,
     "diversity": plot_diversity,
     "quality_diversity": plot_quality_diversity,
+    "precision_recall": plot_precision_recall,
     "replication": plot_replication,
     "samples": plot_sample_evolution,
 }

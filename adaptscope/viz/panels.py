@@ -1,8 +1,9 @@
 """Splitting a trajectory table into panels that never mix measuring instruments.
 
 A number is comparable only with numbers from the same experiment (source, target, shots) and
-the same protocol (the backbone that measured it, and for FID the generated-sample count). Every
-figure draws one panel per such group, so two backbones never share an axis.
+the same protocol (the named evaluation protocol, the backbone that measured it, and for FID the
+generated-sample count). Every figure draws one panel per such group, so two protocols never
+share an axis.
 
 The metrics a cheap evaluation measures (p_t, the nearest-shot LPIPS) take every row, dense where
 `schedule.cheap_every` recorded them; every other metric takes the full evaluations only.
@@ -41,13 +42,24 @@ class Metric:
         return {"lower": " ↓", "higher": " ↑"}.get(self.better or "", "")
 
 
+_FID = ("protocol", "fid_backbone", "fid_n_gen")  # the instrument of the FID-feature metrics
+_LPIPS = ("protocol", "lpips_backbone")
+_UNIT = (-0.02, 1.02)
+
 METRICS: dict[str, Metric] = {
-    "fid": Metric("fid", "FID to full target set", "lower", ("fid_backbone", "fid_n_gen")),
-    "realism_pt": Metric("realism_pt", "realism classifier $p_t$", "higher", (), (-0.02, 1.02)),
-    "intra_lpips": Metric("intra_lpips", "intra-cluster LPIPS", "higher", ("lpips_backbone",)),
-    "nearest_shot_lpips": Metric(
-        "nearest_shot_lpips", "LPIPS to nearest shot", "higher", ("lpips_backbone",)
-    ),
+    "fid": Metric("fid", "FID to full target set", "lower", _FID),
+    "kid": Metric("kid", "KID to full target set", "lower", _FID),
+    "precision": Metric("precision", "precision (k = 3)", "higher", _FID, _UNIT),
+    "recall": Metric("recall", "recall (k = 3)", "higher", _FID, _UNIT),
+    "density": Metric("density", "density (k = 5)", "higher", _FID),
+    "coverage": Metric("coverage", "coverage (k = 5)", "higher", _FID, _UNIT),
+    "memorised_features": Metric(
+        "memorised_features", "samples replicating a shot (features)", "lower", _FID, _UNIT),
+    "realism_pt": Metric("realism_pt", "realism classifier $p_t$", "higher", (), _UNIT),
+    "intra_lpips": Metric("intra_lpips", "intra-cluster LPIPS", "higher", _LPIPS),
+    "nearest_shot_lpips": Metric("nearest_shot_lpips", "LPIPS to nearest shot", "higher", _LPIPS),
+    "memorised_lpips": Metric(
+        "memorised_lpips", "samples replicating a shot (LPIPS)", "lower", _LPIPS, _UNIT),
     "gt_coverage": Metric("gt_coverage", "attribute coverage (ground truth)", "higher"),
     "gt_replication": Metric("gt_replication", "shot replication (ground truth)", "lower"),
     "gt_shot_agreement": Metric(
@@ -87,12 +99,16 @@ def _protocol_text(spec: Metric, values: tuple) -> str:
     parts = []
     for column, value in zip(spec.protocol, values, strict=True):
         if pd.isna(value):
+            if column == "protocol":
+                continue  # trajectories written before protocols were named
             parts.append("backbone not recorded" if column.endswith("backbone") else "n unknown")
+        elif column == "protocol":
+            parts.append(f"{value}:")
         elif column == "fid_n_gen":
             parts.append(f"{int(value)} generated")
         else:
             parts.append(str(value))
-    return ", ".join(parts)
+    return ", ".join(parts).replace(":,", ":")
 
 
 @dataclass

@@ -1,7 +1,9 @@
-"""The quality-diversity plane: where each method travels while it adapts.
+"""Planes of two metrics: where each method travels while it adapts.
 
-Every method starts from the same source generator; the plane shows the trade it then makes,
-realism gained (x) against diversity lost (y), one arrow per evaluation interval.
+Every method starts from the same source generator; the quality-diversity plane shows the trade
+it then makes, realism gained (x) against diversity lost (y), one arrow per evaluation interval.
+The precision-recall plane shows the same trade in the FID extractor's feature space: precision
+(samples inside the target's manifold) against recall (the target's manifold the samples cover).
 """
 
 from __future__ import annotations
@@ -27,20 +29,20 @@ from adaptscope.viz.style import figure_style, method_marker, method_palette, or
 Y_COLUMN = "intra_lpips"
 
 
-def _plane_panels(df: pd.DataFrame, x: str) -> list[tuple[Panel, Panel]]:
+def _plane_panels(df: pd.DataFrame, x: str, y: str) -> list[tuple[Panel, Panel]]:
     """Pairs of (x panel, y panel) over the same rows, split by both metrics' protocols."""
     pairs = []
     for x_panel in panels(df, x):
-        for y_panel in panels(x_panel.data, Y_COLUMN):
+        for y_panel in panels(x_panel.data, y):
             x_rows = Panel(x_panel.spec, x_panel.experiment, x_panel.protocol, y_panel.data)
             pairs.append((x_rows, y_panel))
     return pairs
 
 
-def _path(data: pd.DataFrame, x: str) -> pd.DataFrame:
+def _path(data: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
     """Seed-mean position of each method at each evaluation where both metrics exist."""
     xs = seed_stats(data, x)[["method", "iteration", "mean"]].rename(columns={"mean": "x"})
-    ys = seed_stats(data, Y_COLUMN)[["method", "iteration", "mean"]].rename(columns={"mean": "y"})
+    ys = seed_stats(data, y)[["method", "iteration", "mean"]].rename(columns={"mean": "y"})
     return xs.merge(ys, on=["method", "iteration"]).sort_values(["method", "iteration"])
 
 
@@ -105,6 +107,8 @@ def _draw(
     ax.set_ylabel(y_panel.axis_label)
     if x_panel.spec.limits:
         ax.set_xlim(*x_panel.spec.limits)
+    if y_panel.spec.limits:
+        ax.set_ylim(*y_panel.spec.limits)
 
 
 def _end_markers(paths: list[pd.DataFrame]) -> tuple[list[Line2D], bool]:
@@ -133,22 +137,29 @@ def plot_quality_diversity(df: pd.DataFrame, x: str | None = None) -> Figure:
         x = "fid" if recorded(df, "fid") else "realism_pt"
     if x not in ("fid", "realism_pt"):
         raise ValueError(f"x must be 'fid' or 'realism_pt', got {x!r}")
-    pairs = _plane_panels(df, x)
+    return _plot_plane(df, x, Y_COLUMN, "quality-diversity plane", "Quality–diversity")
+
+
+def plot_precision_recall(df: pd.DataFrame) -> Figure:
+    """Recall on x against precision on y (FID features, k = 3), per method over training."""
+    return _plot_plane(df, "recall", "precision", "precision-recall plane", "Precision–recall")
+
+
+def _plot_plane(df: pd.DataFrame, x: str, y: str, name: str, heading: str) -> Figure:
+    pairs = _plane_panels(df, x, y)
     if not pairs:
-        raise FigureSkipped(
-            f"quality-diversity plane: needs rows with both {x} and {Y_COLUMN} recorded"
-        )
+        raise FigureSkipped(f"{name}: needs rows with both {x} and {y} recorded")
     palette = method_palette(df["method"].astype(str))
     with figure_style():
         size = (max(6.0, PANEL_WIDTH * 1.2 * len(pairs)), PANEL_HEIGHT * 1.35 + 1.0)
         fig = Figure(figsize=size, layout="constrained")
         axes = fig.subplots(1, len(pairs), squeeze=False)[0]
         titles = _titles(pairs)
-        paths = [_path(y.data, x) for _, y in pairs]
+        paths = [_path(y_panel.data, x, y) for _, y_panel in pairs]
         markers, label_ends = _end_markers(paths)
         for ax, pair, path, title in zip(axes, pairs, paths, titles, strict=True):
             _draw(ax, pair, path, title, palette, markers, label_ends)
-        used = pd.concat([y.data for _, y in pairs])
-        fig.suptitle(f"Quality–diversity trajectories\n{seeds_caption(used, band=False)}")
+        used = pd.concat([y_panel.data for _, y_panel in pairs])
+        fig.suptitle(f"{heading} trajectories\n{seeds_caption(used, band=False)}")
         method_legend(fig, used["method"].astype(str).unique(), palette)
     return fig

@@ -15,6 +15,7 @@ from adaptscope.viz.style import METHOD_ORDER
 GROUP_COLUMNS: tuple[str, ...] = (
     *EXPERIMENT_COLUMNS,
     "method",
+    "protocol",
     "fid_backbone",
     "lpips_backbone",
 )
@@ -24,7 +25,11 @@ QUANTITIES: tuple[str, ...] = (
     "relative_diversity_loss",
     "lpips_slope_per_1k",
     "final_fid",
+    "best_fid",
     "final_intra_lpips",
+    "final_precision",
+    "final_recall",
+    "final_memorised_lpips",
 )
 
 
@@ -35,6 +40,13 @@ def _series(run: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
         return np.array([]), np.array([])
     rows = metric_rows(run, column)
     return rows["iteration"].to_numpy(dtype=float), rows[column].to_numpy(dtype=float)
+
+
+def _last(run: pd.DataFrame, column: str) -> float:
+    """The value of `column` at the last full evaluation that recorded it (NaN if none)."""
+    rows = full_rows(run)
+    values = rows[column].dropna() if column in rows.columns else pd.Series(dtype=float)
+    return float(values.iloc[-1]) if len(values) else np.nan
 
 
 def _convergence(run: pd.DataFrame, pt_threshold: float, fid_tolerance: float) -> tuple[float, str]:
@@ -64,6 +76,7 @@ def _run_quantities(run: pd.DataFrame, pt_threshold: float, fid_tolerance: float
         if len(np.unique(its)) > 1:
             slope = np.polyfit(its / 1000.0, lpips, 1)[0]
     _, fid = _series(run, "fid")
+    finals = {f"final_{c}": _last(run, c) for c in ("precision", "recall", "memorised_lpips")}
     return {
         "converged_iteration": converged,
         "criterion": criterion,
@@ -71,7 +84,9 @@ def _run_quantities(run: pd.DataFrame, pt_threshold: float, fid_tolerance: float
         "relative_diversity_loss": rel_loss,
         "lpips_slope_per_1k": slope,
         "final_fid": fid[-1] if len(fid) else np.nan,
+        "best_fid": fid.min() if len(fid) else np.nan,
         "final_intra_lpips": final_lpips,
+        **finals,
         "final_iteration": int(run["iteration"].max()),
     }
 
@@ -94,7 +109,8 @@ def per_run(
 def summarize(
     df: pd.DataFrame, pt_threshold: float = 0.9, fid_tolerance: float = 0.1
 ) -> pd.DataFrame:
-    """Per (experiment, method, backbones): mean and std over seeds of the framework's quantities.
+    """Per (experiment, method, protocol, backbones): mean and std over seeds of the
+    framework's quantities.
 
     - `converged_iteration`: first evaluation with p_t >= `pt_threshold` when p_t is recorded
       (cheap evaluations included, so as finely as `schedule.cheap_every` resolves it), else
@@ -104,7 +120,9 @@ def summarize(
       full evaluations around it).
     - `relative_diversity_loss`: (first - last) / first intra-LPIPS over the recorded schedule.
     - `lpips_slope_per_1k`: least-squares slope of intra-LPIPS per 1000 iterations.
-    - `final_fid`, `final_intra_lpips`: values at the last evaluation that recorded them.
+    - `final_fid`, `final_intra_lpips`, `final_precision`, `final_recall`,
+      `final_memorised_lpips`: values at the last full evaluation that recorded them.
+    - `best_fid`: the lowest FID over the run (what AdAM and RICK report).
     """
     if df.empty:
         raise ValueError("cannot summarise an empty trajectory table")

@@ -16,7 +16,11 @@ _DISPLAY: tuple[tuple[str, str, int], ...] = (
     ("relative_diversity_loss", "diversity lost", 3),
     ("lpips_slope_per_1k", "LPIPS slope /1k it", 4),
     ("final_fid", "final FID", 2),
+    ("best_fid", "best FID", 2),
     ("final_intra_lpips", "final intra-LPIPS", 3),
+    ("final_precision", "final precision", 3),
+    ("final_recall", "final recall", 3),
+    ("final_memorised_lpips", "final memorised (LPIPS)", 3),
 )
 
 
@@ -46,6 +50,7 @@ def display_table(summary: pd.DataFrame) -> pd.DataFrame:
         for quantity, heading, decimals in _DISPLAY:
             row[heading] = _cell(r[f"{quantity}_mean"], r[f"{quantity}_std"], decimals)
         row["realism converged (it)"] += f" ({converged} seeds)"
+        row["protocol"] = _text(r["protocol"])
         row["FID backbone"] = _text(r["fid_backbone"])
         row["LPIPS backbone"] = _text(r["lpips_backbone"])
         row["criterion"] = _text(r["criterion"])
