@@ -99,7 +99,8 @@ _register("dcl-paper", Protocol(
                 "5,000 generated vs the full target set; intra-LPIPS as CDC",
     used_by="CDC (CVPR 2021), DCL (CVPR 2022), MaskDis",
     sources={"fid_backbone": "[C] CDC README.md:87-100 `python -m pytorch_fid real fake` on "
-                             "image folders",
+                             "image folders; pytorch-fid 0.3.0 pytorch_fid/inception.py:146-153 "
+                             "(bilinear to 299, then 2x - 1 of ToTensor's [0, 1])",
              "fid_n_gen": "[S] CDC/DCL papers: 5,000 generated images",
              "fid_n_real": "[S] the full target set (FFHQ-Babies 2,707; Sunglasses 2,683; "
                            "Sketches 300)",
@@ -114,9 +115,13 @@ _register("adam", Protocol(
                 "5,000 generated vs at most 5,000 real; intra-LPIPS as CDC",
     used_by="AdAM (NeurIPS 2022), RICK (CVPR 2023); both keep the best FID over the run "
             "(`best_fid` in the summary)",
-    sources={"fid_backbone": "[C] AdAM gan_training/metrics (see adaptscope.metrics."
-                             "extractors, torchvision-inception)",
-             "fid_n_gen": "[S] AdAM/RICK papers: 5,000 generated",
+    sources={"fid_backbone": "[C] AdAM gan_training/metrics/inception.py:90-96 (bilinear "
+                             "upsample to 299, torchvision's transform_input on [-1, 1]), "
+                             "38-78 (pool features); generated images as raw generator output, "
+                             "gan_training/eval.py:34-51",
+             "fid_n_gen": "[S] AdAM/RICK papers: 5,000 generated; adaptscope measures them "
+                          "quantised to 8 bits, as every protocol here (AdAM feeds the float "
+                          "output)",
              "fid_n_real": "[S] at most 5,000 real (the first in file order here [U]); their "
                            "random flips of the real set are not applied [U]",
              **_CDC_LPIPS},
@@ -143,7 +148,8 @@ _register("fd-dinov2", Protocol(
                 "precision/recall in the same space; intra-LPIPS as CDC",
     used_by="Stein et al. (NeurIPS 2023) recommend DINOv2 features over Inception; ViT-B/14 "
             "for tracking, ViT-L/14 for final numbers",
-    sources={"fid_backbone": "[C] dgm-eval (see adaptscope.metrics.extractors, dinov2-vit-b14)",
+    sources={"fid_backbone": "[C] dgm-eval dgm_eval/models/dinov2.py:46-59 (PIL bicubic "
+                             "resize to 224, ImageNet mean/std, CLS token after the final norm)",
              **_CDC_LPIPS},
 ))
 

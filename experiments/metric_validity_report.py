@@ -10,6 +10,9 @@ rank correlations, over every run and evaluated iteration, between
   samples cover (higher = more diverse);
 - the LPIPS from a sample to its nearest shot and `gt_shot_agreement`, the share of observable
   attributes a sample shares with its nearest shot (higher = closer to replication);
+- the share of samples that replicate a shot (`memorised_lpips`, `memorised_features`: nearer
+  their nearest shot than half that shot's distance to its nearest other shot) and
+  `gt_shot_agreement` (where the runs recorded them);
 
 pooled and per method (per method, rows of different iterations and seeds). It also measures the
 FID (toy) noise floor at the protocol's sample counts: 1,000 real target images that are not in
@@ -36,8 +39,17 @@ from adaptscope.viz.style import method_label, method_palette, ordered_methods
 
 PAIRS = [("intra_lpips", "gt_coverage", "intra-LPIPS vs attribute coverage"),
          ("nearest_shot_lpips", "gt_shot_agreement",
-          "LPIPS to the nearest shot vs attributes shared with it")]
+          "LPIPS to the nearest shot vs attributes shared with it"),
+         ("memorised_lpips", "gt_shot_agreement",
+          "samples replicating a shot (LPIPS) vs attributes shared"),
+         ("memorised_features", "gt_shot_agreement",
+          "samples replicating a shot (features) vs attributes shared")]
+REQUIRED = 2  # the first pairs every embedded run has; the others where recorded
 FLOOR_N, FLOOR_DRAWS = 1000, 5
+
+
+def recorded_pairs(df: pd.DataFrame) -> list[tuple[str, str, str]]:
+    return [(x, y, t) for x, y, t in PAIRS if x in df and y in df and df[x].notna().any()]
 
 
 def correlations(df: pd.DataFrame) -> pd.DataFrame:
@@ -45,7 +57,7 @@ def correlations(df: pd.DataFrame) -> pd.DataFrame:
     groups = [("all methods", df)] + [(m, df[df["method"] == m])
                                       for m in ordered_methods(df["method"].unique())]
     for name, part in groups:
-        for x, y, _ in PAIRS:
+        for x, y, _ in recorded_pairs(df):
             rho, p = stats.spearmanr(part[x], part[y])
             rows.append({"methods": name, "metric": x, "ground truth": y, "rows": len(part),
                          "spearman": float(rho), "p": float(p)})
@@ -71,9 +83,12 @@ def noise_floor(domain: str, size: int) -> dict:
 def figure(df: pd.DataFrame, path: Path) -> None:
     methods = ordered_methods(df["method"].unique())
     palette = method_palette(methods)
-    fig = Figure(figsize=(11, 4.4), layout="constrained")
-    axes = fig.subplots(1, 2)
-    for ax, (x, y, title) in zip(axes, PAIRS, strict=True):
+    pairs = recorded_pairs(df)
+    ncols = 2
+    nrows = (len(pairs) + 1) // ncols
+    fig = Figure(figsize=(11, 4.4 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, (x, y, title) in zip(axes, pairs, strict=False):
         for m in methods:
             part = df[df["method"] == m]
             ax.scatter(part[x], part[y], s=14, alpha=0.75, color=palette[m],
@@ -82,6 +97,8 @@ def figure(df: pd.DataFrame, path: Path) -> None:
         ax.set_title(f"{title}\nSpearman {rho:+.2f} over {len(df)} rows")
         ax.set_xlabel(f"{x} (toy backbone)")
         ax.set_ylabel(y)
+    for ax in axes[len(pairs):]:
+        ax.set_visible(False)
     axes[0].legend(fontsize=8)
     fig.savefig(path, dpi=130)
 
@@ -95,6 +112,19 @@ def _largest_loss(first_last: pd.DataFrame) -> str:
     return (f"The largest loss of coverage is {worst}'s ({row.cov_first:.3f} -> "
             f"{row.cov_last:.3f}), yet intra-LPIPS ranks its final diversity {rank} of "
             f"{len(first_last)} ({row.lpips_last:.3f}): intra-LPIPS misses that loss.")
+
+
+def _memorisation_text(pooled: pd.Series) -> list[str]:
+    """What the replication gauges show, where the runs recorded them."""
+    found = [m for m in ("memorised_lpips", "memorised_features") if m in pooled]
+    if not found:
+        return []
+    return [
+        "The share of samples that replicate a shot rises with the attributes samples share with "
+        "their nearest shot: Spearman "
+        + ", ".join(f"{pooled[m]:+.2f} ({m})" for m in found) + ", pooled over methods.",
+        "",
+    ]
 
 
 def readme(df: pd.DataFrame, table: pd.DataFrame, floor: dict, runs: str, out: str) -> str:
@@ -144,6 +174,7 @@ def readme(df: pd.DataFrame, table: pd.DataFrame, floor: dict, runs: str, out: s
                                                                     "intra_lpips"].itertuples())
         + ".",
         "",
+        *_memorisation_text(pooled),
         "At the last evaluation, intra-LPIPS orders the methods "
         + " > ".join(first_last.sort_values("lpips_last", ascending=False).index)
         + "; attribute coverage orders them "
@@ -161,8 +192,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("runs", help="folder of embedded-world runs with ground-truth columns")
     parser.add_argument("--out", default="reports/metric-validity")
     args = parser.parse_args(argv)
-    df = load_trajectories(args.runs)
-    missing = [c for x, y, _ in PAIRS for c in (x, y) if c not in df.columns]
+    df = load_trajectories(args.runs, evaluation="full")  # ground truth is measured there
+    missing = [c for x, y, _ in PAIRS[:REQUIRED] for c in (x, y) if c not in df.columns]
     if missing:
         raise SystemExit(f"{args.runs}: no {', '.join(missing)} columns; run the embedded "
                          "default (metrics.ground_truth = true)")

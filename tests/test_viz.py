@@ -24,6 +24,7 @@ from adaptscope.viz import (  # noqa: E402
     make_figures,
     method_palette,
     plot_diversity,
+    plot_precision_recall,
     plot_quality_diversity,
     plot_realism,
     plot_replication,
@@ -313,3 +314,24 @@ def test_report_command_writes_page_table_and_figures(runs, tmp_path):
     table = (out / "summary.md").read_text()
     assert table.count("\n| ffhq → babies") == len(METHODS)
     assert str(out / "index.html") in result.stdout.splitlines()
+
+
+def test_precision_recall_plane_splits_protocols(tmp_path):
+    make_runs(tmp_path, ("tgan", "dcl"), (0,), **SMALL)
+    base = load_trajectories(tmp_path)
+    with pytest.raises(FigureSkipped, match="precision"):
+        plot_precision_recall(base)  # no precision recorded: the figure is left out
+    tables = []
+    for protocol, shift in (("clean", 0.0), ("dcl-paper", 0.1)):
+        t = base.copy()
+        t["protocol"] = protocol
+        t["run_id"] = t["run_id"] + f"-{protocol}"
+        t["precision"] = 0.9 - t["iteration"] / 10_000 - shift
+        t["recall"] = 0.5 + t["iteration"] / 20_000 + shift
+        tables.append(t)
+    fig = plot_precision_recall(pd.concat(tables, ignore_index=True))
+    axes = visible_axes(fig)
+    assert len(axes) == 2  # one panel per protocol
+    assert "clean:" in axes[0].get_xlabel() and "dcl-paper:" in axes[1].get_xlabel()
+    assert "recall" in axes[0].get_xlabel() and "precision" in axes[0].get_ylabel()
+    assert axes[0].get_ylim() == pytest.approx((-0.02, 1.02))

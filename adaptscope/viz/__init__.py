@@ -3,7 +3,7 @@
 from adaptscope.viz.curves import plot_diversity, plot_metrics, plot_realism, plot_replication
 from adaptscope.viz.figures import FigureSet, make_figures
 from adaptscope.viz.panels import FigureSkipped
-from adaptscope.viz.plane import plot_quality_diversity
+from adaptscope.viz.plane import plot_precision_recall, plot_quality_diversity
 from adaptscope.viz.report import Report, write_report
 from adaptscope.viz.samples import plot_sample_evolution
 from adaptscope.viz.style import METHOD_ORDER, method_marker, method_palette
@@ -20,6 +20,7 @@ __all__ = [
     "per_run",
     "plot_diversity",
     "plot_metrics",
+    "plot_precision_recall",
     "plot_quality_diversity",
     "plot_realism",
     "plot_replication",

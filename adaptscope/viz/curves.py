@@ -147,9 +147,11 @@ def plot_diversity(df: pd.DataFrame) -> Figure:
 
 
 def plot_replication(df: pd.DataFrame) -> Figure:
-    """Distance to the nearest shot and, in the embedded world, ground-truth diversity."""
+    """Distance to the nearest shot, the samples that replicate a shot (LPIPS and FID
+    features) and, in the embedded world, ground-truth diversity."""
     return plot_metrics(
         df,
-        ["nearest_shot_lpips", "gt_shot_agreement", "gt_coverage", "gt_replication"],
+        ["nearest_shot_lpips", "memorised_lpips", "memorised_features", "gt_shot_agreement",
+         "gt_coverage", "gt_replication"],
         "Replication of the training shots",
     )

@@ -155,6 +155,7 @@ def panels(df: pd.DataFrame, column: str) -> list[Panel]:
     rows = metric_rows(df, column)
     if rows.empty:
         return []
+    rows = rows.assign(**{c: pd.NA for c in spec.protocol if c not in rows.columns})
     keys = [*EXPERIMENT_COLUMNS, *spec.protocol]
     out = []
     for key, data in rows.groupby(keys, dropna=False, sort=True):

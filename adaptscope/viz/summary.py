@@ -99,7 +99,8 @@ def per_run(
     for run_id, run in df.groupby("run_id", sort=True):
         full = full_rows(run)
         first = (full if len(full) else run).iloc[0]  # a cheap row has no FID backbone
-        record = {c: first[c] for c in GROUP_COLUMNS}
+        record = {c: first.get(c, pd.NA) for c in GROUP_COLUMNS}  # a hand-made table may
+        # lack the protocol columns
         record.update(run_id=run_id, seed=int(first["seed"]))
         record.update(_run_quantities(run, pt_threshold, fid_tolerance))
         records.append(record)
