@@ -183,7 +183,7 @@ def test_run_with_an_unknown_protocol_gets_one_clear_error(tmp_path):
     assert "'nope'" in text and "Traceback" not in result.output
     for name in NAMES:
         assert name in text
-    assert result.output.count("error") == 1
+    assert result.output.startswith("error:") and result.output.count("error:") == 1
     assert not list(tmp_path.iterdir())  # nothing was started
 
 
@@ -192,7 +192,9 @@ def test_resume_refuses_a_protocol(tmp_path):
                                  str(tmp_path)])
     assert result.exit_code == 2
     text = one_line(result.output)
-    assert "--protocol" in text and "--resume" in text and "Traceback" not in result.output
+    assert result.output.startswith("error:") and "Traceback" not in result.output
+    assert "--protocol" in text and "--resume" in text
+    assert not list(tmp_path.iterdir())
 
 
 # --- the evaluator -----------------------------------------------------------------------------

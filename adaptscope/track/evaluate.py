@@ -47,6 +47,7 @@ from adaptscope.metrics.fid import (
 from adaptscope.metrics.fid_stats import content_digest
 from adaptscope.metrics.intra_lpips import intra_cluster_lpips, nearest_shots
 from adaptscope.models import FixedLatents, Generator
+from adaptscope.protocols import SETTINGS as PROTOCOL_SETTINGS
 from adaptscope.spec import MetricsSpec
 from adaptscope.track.backbones import build_extractor, lpips_net, realism_scorer
 from adaptscope.track.schema import CHEAP_METRICS
@@ -95,6 +96,7 @@ class Evaluator:
         self.ground_truth = _GroundTruth(target) if m.ground_truth else None
         self.protocol = {
             "protocol": m.protocol,
+            "protocol_settings": {k: getattr(m, k) for k in PROTOCOL_SETTINGS},
             "fid_backbone": self.extractor.name,
             "fid_n_gen": m.fid_n_gen,
             "fid_real_set": f"{target.description}: {len(real)} of {len(target.full)} images",
@@ -187,7 +189,7 @@ class Evaluator:
         """Every metric of the generated samples' FID features: no extra network pass."""
         real = self.real_feats
         kid_mean, kid_std = kid(real, fake, subset_size=self.kid_subset, subsets=KID_SUBSETS,
-                                seed=0)
+                                seed=self.seed)
         precision, recall = precision_recall(real, fake, k=PR_K)
         dc = prdc(real, fake, k=DC_K)
         return {
