@@ -276,6 +276,11 @@ def run(
     device: str | None = typer.Option(None, help="cpu, cuda, cuda:1, ..."),
     workers: int | None = typer.Option(None, help="Runs in parallel (default: one per core)."),
     protocol: str | None = _PROTOCOL,
+    executor: str | None = typer.Option(
+        None, help="local (processes here, the default) or slurm (one job array)."),
+    wait: bool = typer.Option(
+        True, "--wait/--no-wait", help="slurm: follow the jobs until they end (--no-wait "
+        "returns after submitting)."),
     set_: list[str] = typer.Option([], "--set", help="Override a config value: key=value."),
     plugin: list[str] = _PLUGIN,
 ) -> None:
@@ -300,7 +305,7 @@ def run(
     values = _given(methods=_split(methods), seeds=seed_list,
                     target__data=target and _target_spec(target), schedule__iterations=iterations,
                     schedule__eval_every=eval_every, device=device, workers=workers,
-                    metrics__protocol=protocol)
+                    metrics__protocol=protocol, executor__kind=executor)
     if resume:
         _refuse_changes_on_resume(methods=methods, config=config, target=target, seeds=seeds,
                                   iterations=iterations, eval_every=eval_every, device=device,
@@ -310,16 +315,24 @@ def run(
             console.print(f"nothing to resume under {escape(str(out))}")
         n_workers = workers or runner.default_workers(planned, planned[0].spec.device
                                                       if planned else "cpu")
+        settings = _resume_executor(executor, out)
     else:
         cfg = load_experiment(config, set_, plugin, values=values)
         planned = runner.plan_experiment(cfg, out, console)
         n_workers = cfg.workers or runner.default_workers(planned, cfg.device)
+        settings = cfg.executor
     check_before_writing([r for r in planned if r.status != "complete"], out)
     for r in planned:
         if r.status == "complete":
             console.print(f"{r.spec.run_id}: already complete, kept")
     try:
-        runner.execute(planned, n_workers, console)
+        if settings.kind == "slurm":
+            _run_on_slurm([r for r in planned if r.status == "pending"], settings, out, wait,
+                          console)
+            if not wait:
+                return
+        else:
+            runner.execute(planned, n_workers, console)
     except KeyboardInterrupt:  # Ctrl-C: execute has stopped every worker; the runs resume
         import shlex
 
@@ -329,6 +342,56 @@ def run(
     _print_run_summary(planned, out, console)
     if any(r.status == "failed" for r in planned):
         raise typer.Exit(EXIT_RUN_FAILED)
+
+
+def _resume_executor(kind: str | None, out: Path):
+    """The executor of `--resume`: local unless --executor slurm, which reuses the settings of
+    the folder's last submission."""
+    from adaptscope.spec import ExecutorSpec
+    from adaptscope.train import slurm
+
+    if kind in (None, "local"):
+        return ExecutorSpec()
+    if kind != "slurm":
+        raise ConfigError(f"--executor {kind!r}: give local or slurm")
+    return slurm.saved_settings(out)
+
+
+def _run_on_slurm(todo, settings, out: Path, wait: bool, console) -> None:
+    """Submit the runs as one job array; follow them (progress bars from the run folders)
+    until every job has ended, unless `wait` is false."""
+    from rich.markup import escape
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from adaptscope.train import slurm
+
+    if not todo:
+        return
+    ids = slurm.submit(todo, settings, out)
+    console.print(f"submitted {len(ids)} job(s) to SLURM: {escape(' '.join(ids))}")
+    if not wait:
+        console.print(f"follow them with [bold]adaptscope status {escape(str(out))}[/bold]")
+        return
+    columns = (TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[state]}"))
+    with Progress(*columns, console=console) as progress:
+        tasks = {r.run_dir.name: progress.add_task(
+            escape(f"{r.spec.method} s{r.spec.seed}"), total=r.spec.schedule.iterations,
+            state="queued") for r in todo}
+
+        def show(statuses) -> None:
+            for s in statuses:
+                progress.update(tasks[s.run_id], completed=s.iteration or 0, state=s.state)
+
+        final = slurm.follow(out, [r.run_dir for r in todo], show)
+    by_dir = {s.path: s for s in final}
+    for run in todo:
+        status = by_dir.get(run.run_dir)
+        run.status = {"done": "done", "failed": "failed"}.get(
+            status.state if status else "", "interrupted")
+        if status and status.state == "failed":
+            console.print(f"[red]{escape(run.spec.run_id)} failed:[/red] "
+                          f"{escape(status.detail)}", emoji=False, highlight=False)
 
 
 def _refuse_changes_on_resume(**given: object) -> None:
@@ -438,6 +501,39 @@ def list_methods(plugin: list[str] = _PLUGIN) -> None:
         typer.echo(f"{name:<{width}}{cls.summary}")
         for field_name, default, doc in param_docs(cls):
             typer.echo(f"{'':<{width}}{name}.{field_name} = {default!r}  {doc.split('. ')[0]}")
+
+
+@app.command("status")
+def status(out: Path = typer.Argument(..., help="Folder of run folders, e.g. runs/.")) -> None:
+    """Where every run in a folder stands: queued, running, done, failed or unfinished."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from adaptscope.track.status import STATES, folder_status
+    from adaptscope.train.slurm import squeue_states
+
+    if not out.is_dir():
+        raise ConfigError(f"{out} is not a folder of runs; give the --out folder of `adaptscope "
+                          "run`")
+    console = _console()
+    statuses = folder_status(out, squeue_states)
+    if not statuses:
+        console.print(f"no runs under {escape(str(out))}")
+        return
+    table = Table(title=f"Runs in {escape(str(out))}/")
+    for col in ("run", "method", "seed", "target", "last iteration", "state", "job"):
+        table.add_column(col)
+    for s in statuses:
+        last = "-" if s.iteration is None else f"{s.iteration} ({s.evaluation})"
+        table.add_row(escape(s.run_id), escape(s.method), "" if s.seed is None else str(s.seed),
+                      escape(s.target), last, s.state, escape(s.job_id))
+    console.print(table)
+    counts = {state: sum(s.state == state for s in statuses) for state in STATES}
+    console.print(", ".join(f"{n} {state}" for state, n in counts.items() if n))
+    for s in statuses:
+        if s.state == "failed" and s.detail:
+            console.print(f"\n{escape(s.run_id)} failed:\n{escape(s.detail)}", markup=True,
+                          highlight=False)
 
 
 @app.command("protocols")

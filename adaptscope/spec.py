@@ -311,6 +311,41 @@ class RunSpec:
         return to_dict(self)
 
 
+EXECUTORS = ("local", "slurm")
+
+
+@dataclass
+class ExecutorSpec:
+    """Where an experiment's runs execute. Not part of any run: a run gives the same rows
+    wherever it runs, so run folders do not record it."""
+
+    kind: str = "local"  # "local": one process per run here; "slurm": one job array
+    partition: str = ""  # SLURM settings (empty / 0: the cluster's default)
+    account: str = ""
+    qos: str = ""
+    time_min: int = 1440  # per job; a run that times out is requeued and resumes
+    cpus_per_run: int = 1
+    mem_gb: float = 0.0
+    gpus_per_run: int = 0
+    max_parallel: int = 0  # jobs of the array running at once (0: no limit)
+    sbatch: list[str] = field(default_factory=list)  # extra options, e.g. "--constraint=a100"
+    log_folder: str = "slurm-logs"  # inside --out: each job's stdout and stderr
+
+    def __post_init__(self) -> None:
+        _check(self.kind in EXECUTORS, "executor.kind", self.kind,
+               "one of " + ", ".join(f'"{c}"' for c in EXECUTORS))
+        _check(self.time_min >= 1, "executor.time_min", self.time_min, ">= 1 (minutes)")
+        for key in ("gpus_per_run", "max_parallel"):
+            _check(getattr(self, key) >= 0, f"executor.{key}", getattr(self, key), ">= 0")
+        _check(self.cpus_per_run >= 1, "executor.cpus_per_run", self.cpus_per_run, ">= 1")
+        _check(self.mem_gb >= 0, "executor.mem_gb", self.mem_gb, ">= 0 (0: the default)")
+        for option in self.sbatch:
+            _check(option.startswith("--") and "=" in option, "executor.sbatch", option,
+                   'options written as "--name=value"')
+        _check(bool(self.log_folder) and not Path(self.log_folder).is_absolute(),
+               "executor.log_folder", self.log_folder, "a folder name relative to --out")
+
+
 @dataclass
 class ExperimentConfig:
     """A TOML experiment: methods x seeds over one protocol."""
@@ -329,6 +364,7 @@ class ExperimentConfig:
     schedule: ScheduleSpec = field(default_factory=ScheduleSpec)
     train: LoopSpec = field(default_factory=LoopSpec)
     metrics: MetricsSpec = field(default_factory=MetricsSpec)
+    executor: ExecutorSpec = field(default_factory=ExecutorSpec)
     method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

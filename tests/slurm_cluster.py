@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -320,8 +319,10 @@ class SlurmCluster:
         return res.stdout.strip() if res.returncode == 0 else ""
 
     def job_state(self, job_id: str) -> str:
-        """squeue's state for a job (shown for MinJobAge=300 s after it ends), or ''."""
-        res = self.run_client("squeue", "-h", "-j", job_id, "-o", "%T", check=False)
+        """squeue's state for a job, or ''. Ended jobs stay listed for MinJobAge (300 s),
+        but only with `-t all`: plain `squeue -j ID` hides them."""
+        res = self.run_client("squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T",
+                              check=False)
         return res.stdout.strip() if res.returncode == 0 else ""
 
     def submit_wrap(self, command: str) -> tuple[str, Path]:
@@ -337,7 +338,9 @@ class SlurmCluster:
         """Wait until squeue reports the job in a final state and return that state."""
         final = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
                  "BOOT_FAIL", "DEADLINE", "PREEMPTED"}
-        deadline = time.monotonic() + (timeout or self.startup_timeout)
+        timeout = self.startup_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        state = ""
         while time.monotonic() < deadline:
             state = self.job_state(job_id)
             if state in final:

@@ -7,6 +7,9 @@
     shots.png, shots.npy the few-shot training images
     checkpoints/latest.pt everything needed to resume bit-for-bit
     DONE                 written when the schedule (or the tracked checkpoints) are finished
+    FAILED               the error that stopped the run's last attempt (removed when it starts
+                         again)
+    job.json             the cluster job that runs it (written by the submitting host)
     .lock                held (flock) by the one process writing the folder: its PID and host
 
 Every file but the trajectory (which the store writes) goes through `files.atomic_write`, so a
@@ -40,6 +43,8 @@ SHOTS_NPY = "shots.npy"
 SHOTS_PNG = "shots.png"
 CHECKPOINT_FILE = "checkpoints/latest.pt"
 DONE_FILE = "DONE"
+FAILED_FILE = "FAILED"
+JOB_FILE = "job.json"
 LOCK_FILE = ".lock"
 
 _ABSENT = object()
@@ -131,6 +136,28 @@ class RunDir:
     def mark_done(self, note: str) -> None:
         text = (note.rstrip("\n") + "\n").encode("utf-8")
         atomic_write(self.path / DONE_FILE, lambda handle: handle.write(text))
+
+    @property
+    def failed_file(self) -> Path:
+        return self.path / FAILED_FILE
+
+    @property
+    def job_file(self) -> Path:
+        return self.path / JOB_FILE
+
+    def failure(self) -> str | None:
+        """The error that stopped the last attempt, or None."""
+        try:
+            return self.failed_file.read_text(encoding="utf-8").strip()
+        except OSError:
+            return None
+
+    def mark_failed(self, error: str) -> None:
+        text = (error.rstrip("\n") + "\n").encode("utf-8")
+        atomic_write(self.failed_file, lambda handle: handle.write(text))
+
+    def clear_failed(self) -> None:
+        self.failed_file.unlink(missing_ok=True)
 
     def read_spec(self) -> RunSpec:
         return spec_from_dict(read_toml(self.config))

@@ -86,7 +86,12 @@ def run_adaptation(spec: RunSpec, run_dir: str | Path, on_event: EventFn | None 
     """
     folder = RunDir(Path(run_dir))
     with folder.lock():  # taken before anything in the folder is written
-        return _adapt(spec, folder, on_event or (lambda event: None))
+        folder.clear_failed()
+        try:
+            return _adapt(spec, folder, on_event or (lambda event: None))
+        except Exception as err:  # recorded for `adaptscope status`, wherever the run ran
+            folder.mark_failed(f"{type(err).__name__}: {err}")
+            raise
 
 
 def _adapt(spec: RunSpec, folder: RunDir, emit: EventFn) -> Path:
