@@ -5,6 +5,7 @@ the cluster tests are skipped with the reason; the rest run everywhere."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -187,3 +188,29 @@ def test_a_config_error_is_caught_before_anything_is_submitted(on_cluster, tmp_p
                            env=on_cluster.client_env()).stdout.split()
     assert set(after) <= set(before)  # no job was submitted (earlier ones may have ended)
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
+
+
+def test_local_workers_on_several_gpus_each_see_one(monkeypatch):
+    """On a machine with N GPUs, `cuda` runs get N workers, each pinned to its own GPU."""
+    import queue
+    from types import SimpleNamespace
+
+    from adaptscope.train import runner as local
+
+    monkeypatch.setattr(local, "gpu_count", lambda: 3)
+    runs = [SimpleNamespace(spec=SimpleNamespace(device="cuda"))] * 5
+    assert local.default_workers(runs, "cuda") == 3
+    assert local.default_workers(runs[:2], "cuda") == 2
+    assert local.default_workers(runs, "cuda:1") == 1
+    manager = SimpleNamespace(Queue=queue.Queue)
+    gpus = local._gpu_queue(manager, runs, workers=2)
+    seen = []
+    for _ in range(3):  # a third worker finds no GPU left and is not pinned
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+        local._pin_gpu(gpus)
+        seen.append(os.environ.get("CUDA_VISIBLE_DEVICES"))
+    assert seen == ["0", "1", None]
+    cpu_runs = [SimpleNamespace(spec=SimpleNamespace(device="cpu"))] * 2
+    assert local._gpu_queue(manager, cpu_runs, workers=2) is None
+    monkeypatch.setattr(local, "gpu_count", lambda: 1)
+    assert local._gpu_queue(manager, runs, workers=2) is None  # one GPU: nothing to pin

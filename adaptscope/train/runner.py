@@ -133,9 +133,26 @@ def unfinished_runs(out: Path) -> list[PlannedRun]:
 
 
 def default_workers(runs: list[PlannedRun], device: str) -> int:
+    """One run per CPU core on the CPU; on `cuda` one per GPU (each pinned to its own, see
+    `_pin_gpu`); on one named GPU (`cuda:1`) one at a time."""
+    if device == "cuda":
+        return max(1, min(gpu_count(), len(runs)))
     if device != "cpu":
         return 1
     return max(1, min(os.cpu_count() or 1, len(runs)))
+
+
+def gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _pin_gpu(gpus) -> None:
+    """Give this worker a GPU of its own: the next free index from the parent's queue becomes
+    its only visible device, so a run's `cuda` is that GPU. Set before torch touches CUDA."""
+    with contextlib.suppress(queue.Empty):
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpus.get_nowait())
 
 
 def _console() -> Console:
@@ -148,7 +165,7 @@ ORPHANED_EXIT = 1
 WATCH_PARENT_EVERY = 0.5  # seconds between a child's checks that its parent is alive
 
 
-def _init_child(parent_pid: int) -> None:
+def _init_child(parent_pid: int, gpus=None) -> None:
     """Initializer of every child process (workers and the event queue's manager).
 
     Ctrl-C is the parent's to handle: the child ignores SIGINT. And the child does not outlive
@@ -165,6 +182,8 @@ def _init_child(parent_pid: int) -> None:
             ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
     threading.Thread(target=_watch_parent, args=(parent_pid,), name="adaptscope-watch-parent",
                      daemon=True).start()
+    if gpus is not None:
+        _pin_gpu(gpus)
 
 
 def _watch_parent(parent_pid: int) -> None:
@@ -282,8 +301,9 @@ def _run_in_workers(todo: list[PlannedRun], workers: int, handle, console: Conso
             manager = SyncManager(ctx=ctx)
             manager.start(_init_child, parent)
             stack.enter_context(manager)
+            initargs = (*parent, _gpu_queue(manager, todo, workers))
             pool = stack.enter_context(ProcessPoolExecutor(
-                workers, mp_context=ctx, initializer=_init_child, initargs=parent))
+                workers, mp_context=ctx, initializer=_init_child, initargs=initargs))
             stack.enter_context(_stopped_on_error(pool))
             events = manager.Queue()
             futures: dict[Future, PlannedRun] = {
@@ -299,6 +319,18 @@ def _run_in_workers(todo: list[PlannedRun], workers: int, handle, console: Conso
                 _finish(futures[fut], fut.exception(), console)
         while not events.empty():
             handle(events.get())
+
+
+def _gpu_queue(manager: SyncManager, todo: list[PlannedRun], workers: int):
+    """The GPU indices the workers take one each, when the runs ask for `cuda` on a machine
+    with several GPUs (None otherwise: nothing is pinned)."""
+    n = gpu_count() if all(r.spec.device == "cuda" for r in todo) else 0
+    if n < 2:
+        return None
+    gpus = manager.Queue()
+    for index in range(min(n, workers)):
+        gpus.put(index)
+    return gpus
 
 
 def _run_inline(run: PlannedRun, handle, console: Console) -> None:
