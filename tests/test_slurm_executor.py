@@ -214,3 +214,39 @@ def test_local_workers_on_several_gpus_each_see_one(monkeypatch):
     assert local._gpu_queue(manager, cpu_runs, workers=2) is None
     monkeypatch.setattr(local, "gpu_count", lambda: 1)
     assert local._gpu_queue(manager, runs, workers=2) is None  # one GPU: nothing to pin
+
+
+def test_status_on_a_cluster_folder_with_queued_running_done_and_failed_runs(
+        on_cluster, tmp_path, source_checkpoint):
+    import shutil
+
+    source = tmp_path / "source.pt"
+    shutil.copy(source_checkpoint, source)
+    exp = write_experiment(tmp_path / "e.toml", source, iterations=400, eval_every=100)
+    out = tmp_path / "runs"
+    done = _cli("run", "--config", str(exp), "--out", str(out), "--methods", "tgan",
+                "--seeds", "0", "--iterations", "2", "--eval-every", "1")
+    assert done.returncode == 0, done.stderr
+    # One job at a time: the first runs, the next two wait in the queue.
+    submitted = _cli("run", "--config", str(exp), "--out", str(out), "--methods", "freezed",
+                     "--seeds", "0,1,2", "--executor", "slurm", "--no-wait",
+                     "--set", "executor.max_parallel=1")
+    assert submitted.returncode == 0, submitted.stderr
+    folders = sorted(p.parent for p in out.glob("*/job.json"))
+    deadline = time.monotonic() + 120
+    while not (folders[0] / "trajectory.parquet").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    states = {s.run_id: s.state for s in folder_status(out, slurm.squeue_states)}
+    assert sorted(states.values()) == ["done", "queued", "queued", "running"], states
+    report = _cli("status", str(out))
+    assert "1 done" in report.stdout and "1 running" in report.stdout
+    assert "2 queued" in report.stdout
+    source.write_bytes(b"not a checkpoint")  # the queued runs now fail when they start
+    subprocess.run(["scancel", json.loads((folders[0] / "job.json").read_text())["job_id"]],
+                   check=True, env=on_cluster.client_env())
+    final = slurm.follow(out, folders, lambda statuses: None)
+    assert [s.state for s in final].count("failed") == 2, [(s.state, s.detail) for s in final]
+    failed = next(s for s in final if s.state == "failed")
+    assert "source.pt" in failed.detail and failed.job_id
+    report = _cli("status", str(out))
+    assert "2 failed" in report.stdout and "1 unfinished" in report.stdout
