@@ -56,7 +56,9 @@ ONLY_ALLOWED: dict[str, frozenset[str]] = {
     "data": frozenset({"errors", "files", "images", "config"}),
     "models": frozenset({"errors", "files"}),
     **{core: CORE for core in CORE},  # the core modules only import each other
-    "spec": CORE | {"embedded"},  # it names the embedded default's shipped files
+    "spec": CORE | {"embedded", "protocols"},  # it names the embedded default's shipped files
+    # and resolves metrics.protocol
+    "protocols": CORE,  # the named evaluation protocols: a table of settings
     "__init__": CORE | {"track"},  # the lazy `adaptscope.load_trajectories`
 }
 
