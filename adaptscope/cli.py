@@ -318,6 +318,7 @@ def run(
         settings = _resume_executor(executor, out)
     else:
         cfg = load_experiment(config, set_, plugin, values=values)
+        _say_protocol(cfg, console)
         planned = runner.plan_experiment(cfg, out, console)
         n_workers = cfg.workers or runner.default_workers(planned, cfg.device)
         settings = cfg.executor
@@ -342,6 +343,18 @@ def run(
     _print_run_summary(planned, out, console)
     if any(r.status == "failed" for r in planned):
         raise typer.Exit(EXIT_RUN_FAILED)
+
+
+def _say_protocol(cfg, console) -> None:
+    """Name the evaluation protocol the runs will record, and any setting that departs from
+    the one the config or --protocol asked for."""
+    from rich.markup import escape
+
+    departures = getattr(cfg, "protocol_departures", [])
+    requested = getattr(cfg, "requested_protocol", "")
+    note = (f" (departs from {requested!r} in {'; '.join(departures)})" if departures else "")
+    console.print(f"evaluation protocol: {escape(cfg.metrics.protocol + note)}",
+                  highlight=False)
 
 
 def _resume_executor(kind: str | None, out: Path):
@@ -466,7 +479,9 @@ def track(
         raise ConfigError("--method is empty: give a label such as cdc-official")
     values = {"methods": [], **_given(target__data=target and _target_spec(target), device=device,
                                       metrics__protocol=protocol)}
-    spec = load_experiment(config, set_, values=values).spec_for(method, seed)
+    cfg = load_experiment(config, set_, values=values)
+    _say_protocol(cfg, console)
+    spec = cfg.spec_for(method, seed)
     found = find_checkpoints(checkpoints)
     run_dir = out / spec.run_id
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -173,9 +173,10 @@ class MetricsSpec:
     """The evaluation protocol, recorded with every trajectory.
 
     `protocol` names a registered protocol (`adaptscope.protocols`) that fixes the settings
-    marked below; a config may leave them out or repeat the protocol's values, never contradict
-    them. Empty or "custom": the settings as given (recorded as the protocol they match, if any).
-    The defaults are the "clean" protocol's.
+    marked below; a config may leave them out or repeat the protocol's values, and a run whose
+    settings depart from them is recorded as protocol "custom". Empty or "custom": the settings
+    as given (recorded as the protocol they match, if any). The defaults are the "clean"
+    protocol's.
     """
 
     protocol: str = ""
@@ -229,25 +230,29 @@ class MetricsSpec:
 def apply_protocol(metrics: MetricsSpec) -> MetricsSpec:
     """`metrics` with its protocol's settings filled in and `protocol` naming what they are.
 
-    A named protocol overrides settings left at their defaults; a setting given another value
-    than the protocol's is an error naming both (the numbers would not be that protocol's).
-    Without a name, the settings are kept and `protocol` records the registered protocol they
-    equal, or "custom".
+    A named protocol sets the settings a config leaves at their defaults. A setting given another
+    value departs from it: the run then measures with that value and records the protocol it
+    matches, usually "custom", never the name it departed from (`adaptscope run` says so).
+    Without a name, the settings are kept and recorded as the protocol they equal, or "custom".
     """
     if metrics.protocol in ("", CUSTOM):
         settings = {k: getattr(metrics, k) for k in PROTOCOL_SETTINGS}
-        return replace(metrics, protocol=matching_protocol(settings))
-    fixed = PROTOCOLS.get(metrics.protocol).settings()
-    default = MetricsSpec()
-    clashes = [f"metrics.{k} = {getattr(metrics, k)!r} (the protocol has {v!r})"
-               for k, v in fixed.items()
-               if getattr(metrics, k) != v and getattr(metrics, k) != getattr(default, k)]
-    if clashes:
-        raise ConfigError(
-            f"metrics.protocol = {metrics.protocol!r} fixes settings this config changes: "
-            + "; ".join(clashes) + ". Remove those settings, or set metrics.protocol = "
-            f'"{CUSTOM}" to measure with them (recorded as a custom protocol)')
-    return replace(metrics, **fixed)
+    else:
+        default = MetricsSpec()
+        own = {k: getattr(metrics, k) for k in PROTOCOL_SETTINGS
+               if getattr(metrics, k) != getattr(default, k)}
+        settings = {**PROTOCOLS.get(metrics.protocol).settings(), **own}
+    return replace(metrics, protocol=matching_protocol(settings), **settings)
+
+
+def protocol_departures(requested: str, metrics: MetricsSpec) -> list[str]:
+    """The settings in which resolved `metrics` depart from the protocol `requested` by name
+    (empty when they are that protocol, or none was named)."""
+    if requested in ("", CUSTOM) or requested not in PROTOCOLS:
+        return []
+    fixed = PROTOCOLS.get(requested).settings()
+    return [f"metrics.{k} = {getattr(metrics, k)!r} (the protocol has {v!r})"
+            for k, v in fixed.items() if getattr(metrics, k) != v]
 
 
 def resolve_metrics(metrics: MetricsSpec, target: TargetSpec) -> MetricsSpec:

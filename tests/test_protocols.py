@@ -20,12 +20,18 @@ from typer.testing import CliRunner
 
 from adaptscope import load_trajectories
 from adaptscope.cli import app
-from adaptscope.errors import AdaptscopeError, ConfigError
+from adaptscope.errors import AdaptscopeError
 from adaptscope.images import from_uint8, to_uint8
 from adaptscope.metrics.fid import extract_features
 from adaptscope.models import FixedLatents, Generator
 from adaptscope.protocols import PROTOCOLS, SETTINGS
-from adaptscope.spec import MetricsSpec, ScheduleSpec, apply_protocol, spec_from_dict
+from adaptscope.spec import (
+    MetricsSpec,
+    ScheduleSpec,
+    apply_protocol,
+    protocol_departures,
+    spec_from_dict,
+)
 from adaptscope.track.backbones import build_extractor
 from adaptscope.track.evaluate import EVAL_SEED_OFFSET, Evaluator
 from adaptscope.track.target import load_target
@@ -97,14 +103,17 @@ def test_a_named_protocol_fills_in_its_settings():
     assert same == dcl
 
 
-def test_a_setting_that_contradicts_the_protocol_is_an_error_naming_it_and_the_fix():
-    with pytest.raises(ConfigError) as info:
-        apply_protocol(MetricsSpec(protocol="dcl-paper", fid_n_gen=1000))
-    text = str(info.value)
-    assert "metrics.fid_n_gen" in text and "1000" in text and "5000" in text
-    assert "custom" in text and "dcl-paper" in text
-    # A setting the protocol agrees with is not named.
-    assert "metrics.fid_backbone" not in text
+def test_a_setting_that_departs_from_the_protocol_is_recorded_as_custom_and_named():
+    applied = apply_protocol(MetricsSpec(protocol="dcl-paper", fid_n_gen=1000))
+    assert applied.protocol == "custom"  # never the name it departed from
+    assert (applied.fid_backbone, applied.fid_n_gen) == ("pytorch-fid", 1000)  # the rest kept
+    departures = protocol_departures("dcl-paper", applied)
+    assert departures == ["metrics.fid_n_gen = 1000 (the protocol has 5000)"]
+    assert protocol_departures("dcl-paper", apply_protocol(MetricsSpec(protocol="dcl-paper"))) \
+        == []
+    # Departing to another registered protocol's settings records that protocol.
+    assert apply_protocol(MetricsSpec(protocol="clean", lpips_members="first",
+                                      lpips_small_clusters="zero")).protocol == "weditgan"
 
 
 def test_custom_keeps_the_settings_and_is_recorded_as_custom():

@@ -21,6 +21,7 @@ from adaptscope.spec import (
     RunSpec,
     check_metrics_fit_target,
     default_config_path,
+    protocol_departures,
     resolve_metrics,
 )
 
@@ -67,7 +68,11 @@ def load_experiment(path: str | Path | None = None, overrides: list[str] | None 
         method_params[name] = coerce(method_params[name], dict[str, Any], f"{source}: [{name}]")
     cfg.method_params = method_params
     check_metrics_fit_target(cfg.metrics, cfg.target)
+    requested = cfg.metrics.protocol
     cfg.metrics = resolve_metrics(cfg.metrics, cfg.target)
+    # Not a setting: what the command line tells the user about the protocol it records.
+    cfg.requested_protocol = requested
+    cfg.protocol_departures = protocol_departures(requested, cfg.metrics)
     return cfg
 
 
