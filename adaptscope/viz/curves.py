@@ -106,6 +106,9 @@ def method_legend(
     fig.legend(handles=ordered, loc="outside lower center", ncols=ncols, frameon=False)
 
 
+MAX_PER_ROW = 3  # panels side by side before a figure of one-panel metrics wraps
+
+
 def plot_metrics(df: pd.DataFrame, columns: Sequence[str], title: str) -> Figure:
     """Rows of panels, one row per recorded metric in `columns`, one panel per protocol group.
 
@@ -114,8 +117,9 @@ def plot_metrics(df: pd.DataFrame, columns: Sequence[str], title: str) -> Figure
     rows = [panels(df, c) for c in columns if recorded(df, c)]
     if not rows:
         raise FigureSkipped(f"{title}: none of {list(columns)} is recorded in these trajectories")
-    if all(len(r) == 1 for r in rows):  # one panel per metric reads better side by side
-        rows = [[r[0] for r in rows]]
+    if all(len(r) == 1 for r in rows):  # one panel per metric reads better side by side,
+        flat = [r[0] for r in rows]  # wrapped after MAX_PER_ROW
+        rows = [flat[i:i + MAX_PER_ROW] for i in range(0, len(flat), MAX_PER_ROW)]
     ncols = max(len(r) for r in rows)
     palette = method_palette(df["method"].astype(str))
     with figure_style():

@@ -54,12 +54,12 @@ METRICS: dict[str, Metric] = {
     "density": Metric("density", "density (k = 5)", "higher", _FID),
     "coverage": Metric("coverage", "coverage (k = 5)", "higher", _FID, _UNIT),
     "memorised_features": Metric(
-        "memorised_features", "samples replicating a shot (features)", "lower", _FID, _UNIT),
+        "memorised_features", "samples replicating a shot (features)", "lower", _FID),
     "realism_pt": Metric("realism_pt", "realism classifier $p_t$", "higher", (), _UNIT),
     "intra_lpips": Metric("intra_lpips", "intra-cluster LPIPS", "higher", _LPIPS),
     "nearest_shot_lpips": Metric("nearest_shot_lpips", "LPIPS to nearest shot", "higher", _LPIPS),
     "memorised_lpips": Metric(
-        "memorised_lpips", "samples replicating a shot (LPIPS)", "lower", _LPIPS, _UNIT),
+        "memorised_lpips", "samples replicating a shot (LPIPS)", "lower", _LPIPS),
     "gt_coverage": Metric("gt_coverage", "attribute coverage (ground truth)", "higher"),
     "gt_replication": Metric("gt_replication", "shot replication (ground truth)", "lower"),
     "gt_shot_agreement": Metric(
