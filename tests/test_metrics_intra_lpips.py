@@ -150,8 +150,8 @@ def pixel_lpips(x, y, net):
     return total
 
 
-def test_toy_interface_single_member_and_empty_clusters():
-    net = PixelNet()
+def one_big_one_single_one_empty():
+    """Three centres: 4 samples near the first, 1 near the second, none near the third."""
     g = torch.Generator().manual_seed(0)
     base = torch.zeros(1, 3, 8, 8)
     centers = quantized(torch.cat([base - 0.5, base + 0.5, base + 0.99]))
@@ -159,6 +159,12 @@ def test_toy_interface_single_member_and_empty_clusters():
         base - 0.5 + 0.2 * torch.randn(4, 3, 8, 8, generator=g),  # cluster 0, 4 members
         base + 0.5 + 0.01 * torch.randn(1, 3, 8, 8, generator=g),  # cluster 1, 1 member
     ]))
+    return samples, centers
+
+
+def test_toy_interface_single_member_and_empty_clusters():
+    net = PixelNet()
+    samples, centers = one_big_one_single_one_empty()
     result = intra_cluster_lpips(samples, centers, net, seed=0)
     assert result.backbone == "toy" and result.input_size is None
     assert result.cluster_sizes.tolist() == [4, 1, 0]
@@ -267,13 +273,7 @@ def test_first_members_in_sample_order():
 
 def test_small_clusters_count_as_zero_when_asked():
     net = PixelNet()
-    g = torch.Generator().manual_seed(0)
-    base = torch.zeros(1, 3, 8, 8)
-    centers = quantized(torch.cat([base - 0.5, base + 0.5, base + 0.99]))
-    samples = quantized(torch.cat([
-        base - 0.5 + 0.2 * torch.randn(4, 3, 8, 8, generator=g),  # cluster 0, 4 members
-        base + 0.5 + 0.01 * torch.randn(1, 3, 8, 8, generator=g),  # cluster 1, 1 member
-    ]))
+    samples, centers = one_big_one_single_one_empty()
     m0 = np.mean([pixel_lpips(samples[a:a + 1], samples[b:b + 1], net)
                   for a in range(4) for b in range(a + 1, 4)])
     result = intra_cluster_lpips(samples, centers, net, seed=0, small_clusters="zero")

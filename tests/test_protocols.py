@@ -12,8 +12,8 @@ import prdc as prdc_reference
 import pyarrow.parquet as pq
 import pytest
 import torch
+from _fakes import ImagesAsGenerator
 from _tiny_world import CH, tiny_spec
-from torch import nn
 from torch_fidelity.metric_kid import kid_features_to_metric
 from torch_fidelity.metric_prc import calculate_precision_recall_full
 from typer.testing import CliRunner
@@ -212,30 +212,6 @@ SIZE = 32
 N = 60  # generated samples per evaluation
 N_REAL = 200  # metrics.fid_n_real, below the 2,500 images of the target set
 SEED = 3  # not torch-fidelity's default 2020 nor 0, so a seed that is not passed shows
-
-
-class ImagesAsGenerator(nn.Module):
-    """Returns `pool[i]` for the i-th latent it is asked for, whatever the latent."""
-
-    def __init__(self, pool: torch.Tensor):
-        super().__init__()
-        self.pool = pool
-        self.style_dim = 8
-        self.anchor = nn.Parameter(torch.zeros(1))
-        self.drawn = 0
-
-    @property
-    def device(self) -> torch.device:
-        return self.anchor.device
-
-    def make_noise(self, batch: int, generator: torch.Generator | None = None) -> list:
-        return []
-
-    def forward(self, styles, noise=None):
-        n = styles[0].shape[0]
-        out = self.pool[self.drawn:self.drawn + n]
-        self.drawn += n
-        return out, None
 
 
 @pytest.fixture(scope="module")
