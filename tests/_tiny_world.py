@@ -25,6 +25,15 @@ METRIC_COLUMNS = ["iteration", "images_seen", "fid", "realism_pt", "intra_lpips"
                   "intra_lpips_std", "nearest_shot_lpips", "gt_coverage", "gt_replication"]
 
 
+# Settings that make a method's set-up and schedules fit a run of a few iterations.
+TINY_METHOD_PARAMS: dict[str, dict] = {
+    "ewc": {"n_fisher": 4},
+    "adam": {"probe_iterations": 2, "n_fisher": 4},  # probe 0-1; masks in the checkpoint at 2
+    "rick": {"warmup_iter": 1, "fisher_every": 2, "n_fisher": 2},  # estimates at 1, 3, 5
+    "minegan": {"miner_iterations": 3},  # mine for steps 0-2; a resume at 2 crosses the switch
+}
+
+
 def make_source_checkpoint(path: Path) -> Path:
     """A seeded, untrained 16 px StyleGAN2 saved as a training checkpoint."""
     torch.manual_seed(0)
@@ -44,7 +53,7 @@ def tiny_spec(source: Path, method: str = "tgan", **changes) -> RunSpec:
         metrics=MetricsSpec(fid_backbone="toy", fid_n_gen=24, lpips_backbone="toy",
                             lpips_n_samples=20, realism="toy", ground_truth=True, n_grid=4,
                             batch_size=12),
-        method_params={"ewc": {"n_fisher": 4}}.get(method, {}),
+        method_params=TINY_METHOD_PARAMS.get(method, {}),
     )
     return replace(spec, **changes)
 

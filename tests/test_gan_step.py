@@ -198,3 +198,79 @@ def test_path_length_step_is_scaled_by_its_weight_times_its_lazy_interval():
         for name in once:
             torch.testing.assert_close(scaled[name], weight * every * once[name], rtol=1e-4,
                                        atol=1e-9)
+
+
+class ScaledOutput(torch.nn.Module):
+    """An extra generator module: one trainable factor on the image."""
+
+    def __init__(self):
+        super().__init__()
+        self.factor = torch.nn.Parameter(torch.ones(()))
+
+
+class Hooked(FixedLatents):
+    """Uses the general hooks: an extra G module in `generate`, a gradient mask on G's constant
+    input in every G phase, and a record of the optimiser steps the hooks saw."""
+
+    def build(self) -> None:
+        self.scale = ScaledOutput()
+        self.seen: list[str] = []
+
+    def extra_g_modules(self):
+        return [self.scale]
+
+    def generate(self, g, modules, styles, **kwargs):
+        img, rest = g(styles, **kwargs)
+        return img * modules[0].factor, rest
+
+    def before_optimizer_step(self, step, which):
+        self.seen.append(which)
+        if which == "g":
+            self.ctx.g.input.input.grad = None
+
+
+def test_general_hooks_mask_gradients_train_extra_modules_and_average_them():
+    torch.manual_seed(4)
+    g, d = FixedNoiseGenerator(16, 16, 1, channels=CH), Discriminator(16, channels=CH)
+    loop = LoopSpec(batch=2, r1_gamma=1.0, r1_every=1, path_regularize=1.0, path_every=1,
+                    mixing=0.0, ema_decay=0.5)
+    method = Hooked(MethodContext(g=g, d=d), [torch.randn(2, 16)] * 2)
+    method.build()
+    method.ema_g_modules = [copy.deepcopy(method.scale).requires_grad_(False)]
+    step = GANStep(g, d, copy.deepcopy(g), method, loop)
+    constant = g.input.input.detach().clone()
+    step(0, torch.rand(2, 3, 16, 16))
+    assert method.seen == ["d", "d", "g", "g"]  # D main, R1, G main, path length
+    assert torch.equal(g.input.input, constant)  # masked in both G phases
+    assert g.input.input not in step.g_opt.state  # and its Adam state never created
+    assert method.scale.factor.item() != 1.0  # the extra module trained with G's optimiser
+    expected = 0.5 * 1.0 + 0.5 * method.scale.factor.item()
+    assert method.ema_g_modules[0].factor.item() == pytest.approx(expected)
+
+
+class Reconstruct(Method):
+    """A method without a discriminator: fits G's image of one latent to a target."""
+
+    adversarial = False
+
+    def g_extra_losses(self, step, fake):
+        assert fake is None
+        img, _ = self.generate(self.ctx.g, [], [torch.ones(1, 16)], randomize_noise=False)
+        return {"fit": (img - step.real[:1]).pow(2).mean()}
+
+
+def test_a_method_without_adversarial_terms_never_touches_d():
+    torch.manual_seed(5)
+    g, d = Generator(16, 16, 1, channels=CH), Discriminator(16, channels=CH)
+    d_before = copy.deepcopy(d.state_dict())
+    loop = LoopSpec(batch=2, r1_gamma=1.0, r1_every=1, path_regularize=1.0, path_every=1)
+    step = GANStep(g, d, copy.deepcopy(g), Reconstruct(Method.Params(), MethodContext(g, d)), loop)
+    real = torch.rand(2, 3, 16, 16)
+    first = step(0, real)
+    for i in range(1, 4):
+        last = step(i, real)
+    assert set(first) == {"loss_fit"}  # no d_adv, r1, g_adv or path length
+    assert last["loss_fit"] < first["loss_fit"]
+    assert not step.d_opt.state
+    for name, value in d.state_dict().items():
+        assert torch.equal(value, d_before[name]), name

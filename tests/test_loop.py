@@ -26,7 +26,8 @@ from adaptscope.track.store import read_metadata
 from adaptscope.train.loop import run_adaptation
 
 
-@pytest.mark.parametrize("method", ["tgan", "freezed", "ewc", "cdc", "dcl"])
+@pytest.mark.parametrize("method", ["tgan", "freezed", "ewc", "cdc", "dcl", "adam", "rick",
+                                    "minegan", "bsa"])
 def test_every_method_runs_and_records_the_schedule(method, source_checkpoint, tmp_path):
     events = []
     run_dir = run_adaptation(tiny_spec(source_checkpoint, method), tmp_path / "run",
@@ -66,7 +67,7 @@ def test_same_seed_gives_the_same_trajectory(source_checkpoint, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method,cheap_every", [  # state: RNGs; Fisher; anchors, head
-    ("dcl", 0), ("ewc", 0), ("cdc", 0),
+    ("dcl", 0), ("ewc", 0), ("cdc", 0), ("adam", 0), ("rick", 0), ("minegan", 0), ("bsa", 0),
     ("dcl", 1),  # cheap rows at 1, 3, 5: the one at 3 recorded before the crash, none saved
 ])
 def test_crash_then_rerun_resumes_to_the_uninterrupted_trajectory(source_checkpoint, tmp_path,
@@ -81,7 +82,10 @@ def test_crash_then_rerun_resumes_to_the_uninterrupted_trajectory(source_checkpo
                      schedule=ScheduleSpec(iterations=6, eval_every=2, cheap_every=cheap_every))
     full = load_trajectories(run_adaptation(spec, tmp_path / "full")).drop(columns="wall_time_s")
 
+    after_step = get_method(method).after_step
+
     def crash(self, step):
+        after_step(self, step)  # the method's own hook (re-estimation, pruning) still runs
         if step.iteration == 3:
             raise RuntimeError("simulated crash")
 
@@ -180,6 +184,7 @@ def test_cli_runs_a_plugin_method_in_worker_processes(source_checkpoint, tmp_pat
 
 
 def test_path_length_penalty_is_the_same_when_the_mapping_network_is_frozen():
+    from adaptscope.methods import Method, MethodContext
     from adaptscope.train.losses import g_path_length_penalty
     from adaptscope.train.step import _path_length_sample
 
@@ -189,7 +194,7 @@ def test_path_length_penalty_is_the_same_when_the_mapping_network_is_frozen():
 
     def penalty_and_synthesis_grads():
         torch.manual_seed(1)  # the same noise maps and projection in both cases
-        fake, latents = _path_length_sample(g, z)
+        fake, latents = _path_length_sample(g, Method(None, MethodContext(g=g, d=None)), z)
         pl, _ = g_path_length_penalty(fake, latents, torch.zeros(()))
         synthesis = [p for n, p in g.named_parameters() if not n.startswith("style.")]
         return pl, torch.autograd.grad(pl, synthesis, allow_unused=True)

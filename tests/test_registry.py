@@ -18,7 +18,8 @@ from adaptscope.models import Discriminator, Generator
 from adaptscope.models.layers import ConvLayer
 from adaptscope.registry import Registry
 
-BUILTIN = ["cdc", "dcl", "ewc", "freezed", "tgan", "tgan_ada"]
+BUILTIN = ["adam", "bsa", "cdc", "dcl", "ewc", "freezed", "minegan", "rick", "tgan",
+           "tgan_ada"]
 
 
 def first() -> str:
@@ -110,7 +111,8 @@ def test_importing_the_package_registers_exactly_the_builtin_methods():
         assert METHODS[cls.name] is cls
 
 
-@pytest.mark.parametrize("module", ["tgan", "freezed", "ewc", "cdc", "dcl"])
+@pytest.mark.parametrize("module", ["tgan", "freezed", "ewc", "cdc", "dcl", "bsa", "minegan",
+                                    "adam", "rick"])
 def test_method_modules_register_nothing_when_imported(module, monkeypatch):
     # Executing a module afresh defines new classes; a registration side effect would add them
     # or fail as a duplicate of the registered ones.

@@ -335,3 +335,20 @@ def test_precision_recall_plane_splits_protocols(tmp_path):
     assert "clean:" in axes[0].get_xlabel() and "dcl-paper:" in axes[1].get_xlabel()
     assert "recall" in axes[0].get_xlabel() and "precision" in axes[0].get_ylabel()
     assert axes[0].get_ylim() == pytest.approx((-0.02, 1.02))
+
+
+def test_a_methods_first_stage_is_marked_where_its_last_stage_starts(tmp_path):
+    from adaptscope.viz.curves import stage_starts
+
+    df = load_trajectories(make_runs(tmp_path, ("tgan", "adam"), (0, 1), **SMALL))
+    probing = (df["method"] == "adam") & (df["iteration"] < 1000 + 500 * df["seed"])
+    df["stage"] = np.where(probing, "probe", "adapt")  # seed 0: adapts from 1000, seed 1: 1500
+    assert stage_starts(df) == {"adam": 1250.0}  # tgan has one stage: no line
+    fig = plot_diversity(df)
+    ax = visible_axes(fig)[0]
+    verticals = [line for line in ax.get_lines() if list(line.get_xdata()) == [1250.0, 1250.0]]
+    assert len(verticals) == 1
+    assert to_hex(verticals[0].get_color()) == method_palette(df["method"])["adam"]
+    assert "start of a method's last stage" in legend_labels(fig)
+    assert "start of a method's last stage" not in legend_labels(
+        plot_diversity(df.drop(columns="stage")))

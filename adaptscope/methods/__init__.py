@@ -5,6 +5,7 @@ visible list, so what exists does not depend on which modules happen to have bee
 Methods of one's own are registered by their plugin with `@register_method`.
 """
 
+from adaptscope.methods.adam import AdAM
 from adaptscope.methods.base import (
     METHODS,
     Method,
@@ -15,13 +16,18 @@ from adaptscope.methods.base import (
     param_docs,
     register_method,
 )
+from adaptscope.methods.bsa import BSA
 from adaptscope.methods.cdc import CDC
 from adaptscope.methods.dcl import DCL
 from adaptscope.methods.ewc import EWC
 from adaptscope.methods.freezed import FreezeD
+from adaptscope.methods.minegan import MineGAN
+from adaptscope.methods.rick import RICK
 from adaptscope.methods.tgan import TGAN, TGANADA
 
-BUILTIN_METHODS: tuple[type[Method], ...] = (TGAN, TGANADA, FreezeD, EWC, CDC, DCL)
+# The paper's methods, then its other baselines and the methods after it.
+BUILTIN_METHODS: tuple[type[Method], ...] = (TGAN, TGANADA, FreezeD, EWC, CDC, DCL,
+                                             BSA, MineGAN, AdAM, RICK)
 
 for _cls in BUILTIN_METHODS:
     METHODS.register(_cls.name, _cls)

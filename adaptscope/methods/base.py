@@ -33,9 +33,13 @@ class MethodContext:
 
     g: Generator
     d: Discriminator
+    g_ema: Generator | None = None  # the moving average of g that evaluation samples
     g_source: Generator | None = None  # frozen copy of the source generator
     d_source: Discriminator | None = None  # frozen copy of the source discriminator
     shots: torch.Tensor | None = None  # the few-shot target images, (K, 3, H, W) in [-1, 1]
+    # The protocol's LPIPS network (an adaptscope.metrics LPIPSNet, the one evaluation uses), for
+    # methods with a perceptual loss (BSA); set by the loop before `setup()` / `load_state_dict()`.
+    perceptual: nn.Module | None = None
     mixing: float = 0.9
 
 
@@ -56,7 +60,9 @@ class Method:
     ConfigError), so a bad value fails when the experiment is loaded, before any run starts.
 
     The loop calls, in order: the constructor, `build()` (fresh and resumed runs), then either
-    `setup()` (fresh run) or `load_state_dict()` (resumed run).
+    `setup()` (fresh run) or `load_state_dict()` (resumed run). After `build()` the loop sets
+    `ema_g_modules`: a moving-average copy of each of `extra_g_modules()`, kept with g_ema's
+    decay and read by evaluation.
     """
 
     name: ClassVar[str] = ""
@@ -67,6 +73,9 @@ class Method:
     # Loop settings this method runs with whatever the experiment says (TGAN+ADA: ADA on);
     # applied to every run of the method when an experiment is planned.
     loop_settings: ClassVar[dict[str, Any]] = {}
+    # False: no discriminator at all (BSA). The loop then skips D's step, R1 and path length, and
+    # the generator step minimises `g_extra_losses(step, None)` alone.
+    adversarial: ClassVar[bool] = True
 
     @dataclass
     class Params:
@@ -75,6 +84,7 @@ class Method:
     def __init__(self, params: Any, ctx: MethodContext):
         self.params = params
         self.ctx = ctx
+        self.ema_g_modules: list[nn.Module] = []
 
     # --- set-up ----------------------------------------------------------------------------
     def build(self) -> None:
@@ -97,6 +107,12 @@ class Method:
         """Modules trained with the discriminator's optimiser, created in `build()`."""
         return []
 
+    def extra_g_modules(self) -> list[nn.Module]:
+        """Modules trained with the generator's optimiser, created in `build()` (MineGAN's
+        miner, AdAM's kernel modulations, BSA's scales, shifts and codes). The loop keeps a
+        moving-average copy of each (`ema_g_modules`), which evaluation passes to `generate`."""
+        return []
+
     def trainable_g_parameters(self) -> Iterator[nn.Parameter]:
         return iter(self.ctx.g.parameters())
 
@@ -104,6 +120,19 @@ class Method:
         return iter(self.ctx.d.parameters())
 
     # --- per iteration --------------------------------------------------------------------
+    def stage(self, iteration: int) -> str:
+        """The method's stage at `iteration`, recorded in each row's `stage` column (AdAM's
+        importance probing, MineGAN's miner-only start)."""
+        return "adapt"
+
+    def generate(self, g: Generator, modules: list[nn.Module], styles: list[torch.Tensor],
+                 **kwargs: Any) -> tuple[torch.Tensor, Any]:
+        """Run the generator as this method does; every generator call of the loop and of
+        evaluation goes through here. `modules` are `extra_g_modules()` in training and their
+        moving averages in evaluation. Styles given with `input_is_latent=True` are W latents and
+        must reach `g` unchanged. Default: `g(styles, **kwargs)`."""
+        return g(styles, **kwargs)
+
     def sample_latents(self, step: Step, batch: int) -> list[torch.Tensor]:
         """Latents for the adversarial terms; default: rosinality's mixing noise."""
         dim = self.ctx.g.style_dim
@@ -123,16 +152,62 @@ class Method:
         """Extra discriminator terms, already weighted."""
         return {}
 
+    def before_optimizer_step(self, step: Step, which: str) -> None:
+        """After a backward pass, before the optimiser step of `which` ("g" or "d"), in every
+        phase (main steps, R1, path length): mask gradients here. A parameter whose `.grad` is
+        set to None keeps its value and its optimiser state this step; zeroing part of a gradient
+        keeps that part of the parameter (Adam with beta1 = 0 does not move on a zero gradient)."""
+
     def after_step(self, step: Step) -> None:
-        """Hook after both updates (e.g. re-applying gradient masks)."""
+        """Hook after both updates and the moving average (periodic re-estimation, pruning)."""
 
     # --- checkpointing --------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {f"module{i}": m.state_dict() for i, m in enumerate(self.extra_d_modules())}
+        """The extra modules' weights (D's, G's and G's moving averages); extend it with the
+        method's own state."""
+        state = {f"module{i}": m.state_dict() for i, m in enumerate(self.extra_d_modules())}
+        for i, (m, ema) in enumerate(zip(self.extra_g_modules(), self.ema_g_modules,
+                                         strict=True)):
+            state[f"g_module{i}"], state[f"g_module{i}_ema"] = m.state_dict(), ema.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for i, m in enumerate(self.extra_d_modules()):
             m.load_state_dict(state[f"module{i}"])
+        for i, (m, ema) in enumerate(zip(self.extra_g_modules(), self.ema_g_modules,
+                                         strict=True)):
+            m.load_state_dict(state[f"g_module{i}"])
+            ema.load_state_dict(state[f"g_module{i}_ema"])
+
+
+class AdaptedGenerator(nn.Module):
+    """A generator as its method samples it (`Method.generate` with the moving-average modules):
+    what evaluation measures. Delegates the attributes the evaluator reads to `g`."""
+
+    def __init__(self, method: Method, g: Generator):
+        super().__init__()
+        self.g = g
+        self.extra = nn.ModuleList(method.ema_g_modules)
+        self.method = method
+
+    @property
+    def style_dim(self) -> int:
+        return self.g.style_dim
+
+    @property
+    def size(self) -> int:
+        return self.g.size
+
+    @property
+    def device(self) -> torch.device:
+        return self.g.device
+
+    def make_noise(self, batch: int = 1, generator: torch.Generator | None = None
+                   ) -> list[torch.Tensor]:
+        return self.g.make_noise(batch, generator=generator)
+
+    def forward(self, styles: list[torch.Tensor], **kwargs: Any) -> tuple[torch.Tensor, Any]:
+        return self.method.generate(self.g, list(self.extra), styles, **kwargs)
 
 
 METHODS: Registry[type[Method]] = Registry(

@@ -126,6 +126,26 @@ class LPIPSEmbedder:
         return out
 
 
+def lpips_pair_distances(net: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                         input_size: int | None | str = "default") -> torch.Tensor:
+    """LPIPS(x_i, y_i) of paired [-1, 1] images (N,), differentiable, for perceptual losses.
+
+    The embedding of `LPIPSEmbedder.embed` without its 8-bit quantisation (which has no
+    gradient): channel-unit-normalised features times sqrt(w_c) / sqrt(H W), squared distance.
+    Computed on the network's device, returned on `x`'s.
+    """
+    emb = LPIPSEmbedder(net, input_size, quantize=False)
+    pair = []
+    for img in (x, y):
+        feats = emb.net.lpips_features(emb.prepare(img).to(emb.device))
+        pair.append([
+            f.float() / (torch.linalg.vector_norm(f.float(), dim=1, keepdim=True) + 1e-10)
+            * (s / (f.shape[-2] * f.shape[-1]) ** 0.5).view(1, -1, 1, 1)
+            for f, s in zip(feats, emb._scales, strict=True)])
+    dist = sum((a - b).square().flatten(1).sum(1) for a, b in zip(*pair, strict=True))
+    return dist.to(x.device)
+
+
 def _chunk_cols(rows: int) -> int:
     return max(1, _CHUNK_BYTES // (8 * max(rows, 1)))
 

@@ -6,7 +6,8 @@ these names, so a notebook, a plot and the tracker always agree on what a column
 Schema history: version 2 added `evaluation` ("full" or "cheap"); a version-1 file holds full
 evaluations only and is read as such. Version 3 added `protocol` and the metrics computed from the
 FID features and the LPIPS distances (KID, precision/recall/density/coverage, memorisation);
-older files read them as null.
+older files read them as null. Version 4 added `stage`, the method's stage at the row (AdAM's
+importance probing, MineGAN's miner-only start; "adapt" for methods of one stage).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ PROGRESS_COLUMNS: dict[str, str] = {
     "images_seen": "int64",
     "wall_time_s": "float64",
     "evaluation": "string",
+    "stage": "string",  # the method's stage (Method.stage); null for external checkpoints
 }
 FULL = "full"
 CHEAP = "cheap"
@@ -66,14 +68,15 @@ META_CONFIG = "adaptscope.config"  # the run's resolved config, JSON
 META_VERSION = "adaptscope.version"  # adaptscope version that wrote the file
 META_PROTOCOL = "adaptscope.protocol"  # evaluation protocol, JSON (backbones, sample counts, ...)
 META_SCHEMA = "adaptscope.schema"  # schema version of this table
-SCHEMA_VERSION = "3"
-READABLE_SCHEMA_VERSIONS: tuple[str, ...] = ("1", "2", SCHEMA_VERSION)
+SCHEMA_VERSION = "4"
+READABLE_SCHEMA_VERSIONS: tuple[str, ...] = ("1", "2", "3", SCHEMA_VERSION)
 # The version that added a column; a file of an earlier version is read with it null (and
 # `evaluation` as "full").
 ADDED_IN: dict[str, int] = {
     "evaluation": 2,
     **{c: 3 for c in ("protocol", "kid", "kid_std", "precision", "recall", "density",
                       "coverage", "memorised_features", "memorised_lpips")},
+    "stage": 4,
 }
 
 

@@ -20,7 +20,8 @@ from typing import Any
 import torch
 
 from adaptscope.errors import CheckpointError, TrainingDiverged
-from adaptscope.methods import MethodContext
+from adaptscope.methods import Method, MethodContext
+from adaptscope.methods.base import AdaptedGenerator
 from adaptscope.models import save_checkpoint
 from adaptscope.spec import RunSpec
 from adaptscope.track.rundir import RunDir
@@ -108,16 +109,20 @@ def _adapt(spec: RunSpec, folder: RunDir, emit: EventFn) -> Path:
     target = load_target(spec.target.data, g.size, spec.target.shots, spec.target.shots_seed,
                          spec.target.files, spec.target.shots_file)
     shots = target.shots.to(device)
-    ctx = MethodContext(g=g, d=d, g_source=g_source, d_source=d_source, shots=shots,
-                        mixing=spec.train.mixing)
+    ctx = MethodContext(g=g, d=d, g_ema=g_ema, g_source=g_source, d_source=d_source,
+                        shots=shots, mixing=spec.train.mixing)
     method = method_class(spec)(method_params(spec), ctx)
     method.build()  # fresh and resumed runs alike: modules the method adds (CDC's patch head)
-    for module in method.extra_d_modules():
+    for module in method.extra_d_modules() + method.extra_g_modules():
         module.to(device)
+    method.ema_g_modules = [copy.deepcopy(m).eval().requires_grad_(False)
+                            for m in method.extra_g_modules()]
     step = GANStep(g, d, g_ema, method, spec.train)
+    sampled = AdaptedGenerator(method, g_ema)  # what evaluation measures
 
     # Built before any RNG state is restored: building backbones draws random initial weights.
     tracker = Tracker(spec, folder, target)
+    ctx.perceptual = tracker.evaluator.lpips_net
     stats = TrainingStats()  # empty at every checkpoint: a row is recorded first
     iteration, elapsed, checkpointed = 0, 0.0, -1
     if folder.checkpoint.exists():
@@ -136,6 +141,8 @@ def _adapt(spec: RunSpec, folder: RunDir, emit: EventFn) -> Path:
         for p in step.g_params:
             p.requires_grad_(True)
         method.setup()  # fresh runs only: state the checkpoint carries (EWC's Fisher, anchors)
+        for ema, module in zip(method.ema_g_modules, method.extra_g_modules(), strict=True):
+            ema.load_state_dict(module.state_dict())  # the averages start where setup left them
 
     schedule = set(spec.schedule.evaluation_points())
     cheap = set(spec.schedule.cheap_points())
@@ -144,8 +151,8 @@ def _adapt(spec: RunSpec, folder: RunDir, emit: EventFn) -> Path:
     emit({"kind": "start", "run_id": spec.run_id, "iteration": iteration, "total": total})
     while True:
         if iteration in schedule:
-            row = tracker.record(iteration, iteration * batch, time.perf_counter() - t0, g_ema,
-                                 _train_columns(stats, step))
+            row = tracker.record(iteration, iteration * batch, time.perf_counter() - t0, sampled,
+                                 _train_columns(stats, step, method, iteration))
             if row is not None:
                 emit({"kind": "eval", "run_id": spec.run_id, "iteration": iteration,
                       "total": total, "metrics": row})
@@ -156,7 +163,7 @@ def _adapt(spec: RunSpec, folder: RunDir, emit: EventFn) -> Path:
             # The training means restart here even where the row is already recorded (a resumed
             # run), so every later row averages the iterations it would have uninterrupted.
             row = tracker.record_cheap(iteration, iteration * batch, time.perf_counter() - t0,
-                                       g_ema, _train_columns(stats, step))
+                                       sampled, _train_columns(stats, step, method, iteration))
             if row is not None:
                 emit({"kind": "cheap", "run_id": spec.run_id, "iteration": iteration,
                       "total": total, "metrics": row})
@@ -179,15 +186,17 @@ def _adapt(spec: RunSpec, folder: RunDir, emit: EventFn) -> Path:
     return folder.path
 
 
-def _train_columns(stats: TrainingStats, step: GANStep) -> dict[str, float]:
-    """The row's training columns: loss / gradient means since the last row, ADA's p."""
-    columns = stats.means()
+def _train_columns(stats: TrainingStats, step: GANStep, method: Method,
+                   iteration: int) -> dict[str, Any]:
+    """The row's training columns: the method's stage, loss / gradient means since the last
+    row, ADA's p."""
+    columns: dict[str, Any] = {"stage": method.stage(iteration), **stats.means()}
     if step.augment is not None:
         columns["ada_p"] = float(step.augment.p)
     return columns
 
 
-def _save(folder: RunDir, spec: RunSpec, step: GANStep, method, iteration: int,
+def _save(folder: RunDir, spec: RunSpec, step: GANStep, method: Method, iteration: int,
           elapsed: float) -> None:
     """Everything needed to continue bit-for-bit from `iteration`."""
     py_state = random.getstate()

@@ -40,16 +40,18 @@ def _check(losses: dict[str, torch.Tensor], iteration: int) -> None:
             raise TrainingDiverged(f"loss '{name}' became {v.item()} at iteration {iteration}")
 
 
-def _path_length_sample(g: Generator, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _path_length_sample(g: Generator, method: Method,
+                        z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Images and the W latents that path-length regularisation differentiates against.
 
     With the mapping network training (the reference case) W carries its graph; a method that
     freezes it leaves W without one, so the penalty starts from W itself.
     """
+    modules = method.extra_g_modules()
     if any(p.requires_grad for p in g.style.parameters()):
-        return g([z], return_latents=True)
+        return method.generate(g, modules, [z], return_latents=True)
     w = g.style(z).detach().requires_grad_(True)
-    return g([w], input_is_latent=True, return_latents=True)
+    return method.generate(g, modules, [w], input_is_latent=True, return_latents=True)
 
 
 @dataclass
@@ -71,6 +73,7 @@ class GANStep:
     def __post_init__(self) -> None:
         loop, method = self.loop, self.method
         self.g_params = list(method.trainable_g_parameters())
+        self.g_params += [p for m in method.extra_g_modules() for p in m.parameters()]
         self.d_params = list(method.trainable_d_parameters())
         self.d_params += [p for m in method.extra_d_modules() for p in m.parameters()]
         for p in list(self.g.parameters()) + list(self.d.parameters()):
@@ -92,23 +95,39 @@ class GANStep:
         in `grad_norm_terms`, the norm of that term's gradient on G as `grad_norm_<term>`
         (all detached scalars).
         """
-        g, method, loop, aug = self.g, self.method, self.loop, self.augment
-        device = g.device
+        method = self.method
         step = Step(iteration=iteration, real=real)
         logged: dict[str, torch.Tensor] = {}
+        if method.adversarial:
+            self._adversarial_step(step, logged)
+        else:  # the generator's own terms only (BSA): no discriminator, no path length
+            _set_grad(self.g_params, True)
+            self._backward("g", step, method.g_extra_losses(step, None), logged)
+        ema_decay = self.loop.ema_decay if ema_decay is None else ema_decay
+        ema_update(self.g_ema, self.g, ema_decay)
+        for ema, module in zip(method.ema_g_modules, method.extra_g_modules(), strict=True):
+            ema_update(ema, module, ema_decay)
+        method.after_step(step)
+        return logged
+
+    def _adversarial_step(self, step: Step, logged: dict[str, torch.Tensor]) -> None:
+        g, method, loop, aug = self.g, self.method, self.loop, self.augment
+        device, iteration = g.device, step.iteration
+        modules = method.extra_g_modules()
 
         # --- discriminator: main step ---------------------------------------------------------
         _set_grad(self.g_params, False)
         _set_grad(self.d_params, True)
         with torch.no_grad():
-            fake, _ = g([z.to(device) for z in method.sample_latents(step, loop.batch)])
+            fake, _ = method.generate(
+                g, modules, [z.to(device) for z in method.sample_latents(step, loop.batch)])
         # ADA augments what D sees, real and fake alike (CDC train.py:218-220)
         real_seen = aug(step.real) if aug is not None else step.real
         fake_seen = aug(fake) if aug is not None else fake
         real_logits = method.d_logits(step, real_seen)
         d_losses = {"d_adv": d_logistic_loss(real_logits, method.d_logits(step, fake_seen)),
                     **method.d_extra_losses(step, fake)}
-        self._backward(self.d_opt, d_losses, iteration, logged)
+        self._backward("d", step, d_losses, logged)
         if aug is not None:
             aug.update(real_logits.detach())
 
@@ -124,44 +143,44 @@ class GANStep:
             # then gets a gradient (zero where R1 does not reach it) instead of none, so Adam
             # steps all of them and their optimiser state matches the reference's.
             total = (loop.r1_gamma / 2 * r1 * loop.r1_every + 0 * real_logits[0]).sum()
-            self._backward(self.d_opt, {"r1": r1}, iteration, logged, total)
+            self._backward("d", step, {"r1": r1}, logged, total)
 
         # --- generator: main step -------------------------------------------------------------
         _set_grad(self.g_params, True)
         _set_grad(self.d_params, False)
-        fake, _ = g([z.to(device) for z in method.sample_latents(step, loop.batch)])
+        fake, _ = method.generate(
+            g, modules, [z.to(device) for z in method.sample_latents(step, loop.batch)])
         fake_seen = aug(fake) if aug is not None else fake
         g_losses = {"g_adv": g_nonsaturating_loss(method.d_logits(step, fake_seen)),
                     **method.g_extra_losses(step, fake)}
         for name in method.grad_norm_terms:
             logged[f"grad_norm_{name}"] = self._grad_norm(g_losses[name])
-        self._backward(self.g_opt, g_losses, iteration, logged)
+        self._backward("g", step, g_losses, logged)
 
         # --- generator: lazy path-length regularisation ---------------------------------------
         if loop.path_regularize > 0 and iteration % loop.path_every == 0:
             n = max(1, loop.batch // loop.path_batch_shrink)
-            fake, latents = _path_length_sample(g, torch.randn(n, g.style_dim, device=device))
+            fake, latents = _path_length_sample(g, method,
+                                                torch.randn(n, g.style_dim, device=device))
             pl, self.mean_path_length = g_path_length_penalty(fake, latents,
                                                               self.mean_path_length)
             # `0 * image` (as the reference): every G parameter that made the image gets a
             # (zero) gradient, so Adam steps the same set of parameters as the reference.
             total = loop.path_regularize * loop.path_every * pl + 0 * fake[0, 0, 0, 0]
-            self._backward(self.g_opt, {"path_length": pl}, iteration, logged, total)
-
-        ema_update(self.g_ema, g, loop.ema_decay if ema_decay is None else ema_decay)
-        method.after_step(step)
-        return logged
+            self._backward("g", step, {"path_length": pl}, logged, total)
 
     def _grad_norm(self, loss: torch.Tensor) -> torch.Tensor:
         """L2 norm of d loss / d (G's trainable parameters), leaving the graph for backward."""
         grads = torch.autograd.grad(loss, self.g_params, retain_graph=True, allow_unused=True)
         return torch.sqrt(sum(gr.pow(2).sum() for gr in grads if gr is not None)).detach()
 
-    @staticmethod
-    def _backward(opt: torch.optim.Optimizer, losses: dict[str, torch.Tensor], iteration: int,
+    def _backward(self, which: str, step: Step, losses: dict[str, torch.Tensor],
                   logged: dict[str, torch.Tensor], total: torch.Tensor | None = None) -> None:
-        _check(losses, iteration)
+        """Backward of the losses' sum (or `total`) and a step of G's or D's optimiser."""
+        _check(losses, step.iteration)
+        opt = self.g_opt if which == "g" else self.d_opt
         opt.zero_grad(set_to_none=True)
         (sum(losses.values()) if total is None else total).backward()
+        self.method.before_optimizer_step(step, which)
         opt.step()
         logged.update({f"loss_{k}": v.detach() for k, v in losses.items()})

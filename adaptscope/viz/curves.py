@@ -33,8 +33,29 @@ PANEL_WIDTH = 4.6
 PANEL_HEIGHT = 3.4
 
 
+def stage_starts(df: pd.DataFrame) -> dict[str, float]:
+    """Per method with more than one stage (AdAM's probing, MineGAN's miner-only start): the
+    iteration where its last stage begins, the mean over seeds."""
+    if "stage" not in df.columns:
+        return {}
+    starts: dict[str, float] = {}
+    rows = df.dropna(subset=["stage"]).sort_values("iteration")
+    for method, runs in rows.groupby("method", sort=True):
+        if runs["stage"].nunique() < 2:
+            continue
+        last = runs.groupby("seed")["stage"].last().iloc[0]
+        starts[str(method)] = float(
+            runs[runs["stage"] == last].groupby("seed")["iteration"].min().mean())
+    return starts
+
+
+STAGE_LINE = {"linestyle": ":", "linewidth": 1.2}
+
+
 def _draw(ax: Axes, panel: Panel, title: str, palette: dict[str, str]) -> None:
     stats = seed_stats(panel.data, panel.spec.column)
+    for method, start in stage_starts(panel.data).items():  # the cost of a first stage
+        ax.axvline(start, color=palette[method], **STAGE_LINE)
     # Markers at the full evaluations only: a dense curve (cheap rows between them) stays a line.
     full = set(full_rows(panel.data)["iteration"])
     for method in ordered_methods(stats["method"]):
@@ -135,7 +156,9 @@ def plot_metrics(df: pd.DataFrame, columns: Sequence[str], title: str) -> Figure
                     axes[r][c].set_visible(False)
         used = pd.concat([p.data for row in rows for p in row])
         fig.suptitle(f"{title}\n{seeds_caption(used)}")
-        method_legend(fig, used["method"].astype(str).unique(), palette)
+        extra = [Line2D([], [], color="0.3", label="start of a method's last stage",
+                        **STAGE_LINE)] if stage_starts(used) else []
+        method_legend(fig, used["method"].astype(str).unique(), palette, extra)
     return fig
 
 

@@ -13,8 +13,10 @@ from collections.abc import Iterable, Iterator
 import matplotlib as mpl
 import seaborn as sns
 
-# The paper's methods first, in the order its figures use; any other method follows by name.
-METHOD_ORDER: tuple[str, ...] = ("tgan", "tgan_ada", "freezed", "ewc", "cdc", "dcl")
+# The paper's methods first, in the order its figures use, then the built-in methods outside it
+# (its other baselines, the methods after it); any other method follows by name.
+METHOD_ORDER: tuple[str, ...] = ("tgan", "tgan_ada", "freezed", "ewc", "cdc", "dcl", "bsa",
+                                 "minegan", "adam", "rick")
 
 # seaborn's colour-blind palette, pinned so figures do not change when seaborn does.
 _FIXED_COLORS: dict[str, str] = {
@@ -24,20 +26,23 @@ _FIXED_COLORS: dict[str, str] = {
     "ewc": "#029e73",
     "cdc": "#cc78bc",
     "dcl": "#d55e00",
+    "bsa": "#949494",
+    "minegan": "#ca9161",
+    "adam": "#1b2a49",
+    "rick": "#ece133",
 }
-# Distinct from the fixed colours and from each other (one grey only).
+# Distinct from the fixed colours and from each other.
 _OTHER_COLORS: tuple[str, ...] = (
-    "#ca9161",
-    "#949494",
     "#fbafe4",
-    "#ece133",
-    "#1b2a49",
     "#8c564b",
     "#17becf",
+    "#9467bd",
+    "#bcbd22",
 )
 _FIXED_MARKERS: dict[str, str] = {"tgan": "o", "tgan_ada": "v", "freezed": "s", "ewc": "^",
-                                  "cdc": "D", "dcl": "P"}
-_OTHER_MARKERS: tuple[str, ...] = ("X", "<", ">", "h", "*", "p", "8")
+                                  "cdc": "D", "dcl": "P", "bsa": "X", "minegan": "<",
+                                  "adam": "*", "rick": "h"}
+_OTHER_MARKERS: tuple[str, ...] = (">", "p", "8", "d", "H")
 _DISPLAY_NAMES: dict[str, str] = {
     "tgan": "TGAN",
     "tgan_ada": "TGAN+ADA",
@@ -45,11 +50,15 @@ _DISPLAY_NAMES: dict[str, str] = {
     "ewc": "EWC",
     "cdc": "CDC",
     "dcl": "DCL",
+    "bsa": "BSA",
+    "minegan": "MineGAN",
+    "adam": "AdAM",
+    "rick": "RICK",
 }
 
 
 def ordered_methods(methods: Iterable[str]) -> list[str]:
-    """The paper's methods in their usual order, then any others alphabetically."""
+    """The built-in methods in their fixed order, then any others alphabetically."""
     unique = set(methods)
     known = [m for m in METHOD_ORDER if m in unique]
     return known + sorted(unique - set(METHOD_ORDER))
@@ -60,7 +69,7 @@ def _stable_slot(method: str, size: int) -> int:
 
 
 def method_palette(methods: Iterable[str]) -> dict[str, str]:
-    """Colour of each method: fixed for the paper's methods, name-derived for the others."""
+    """Colour of each method: fixed for the built-in methods, name-derived for the others."""
     palette: dict[str, str] = {}
     taken: set[str] = set()
     for method in ordered_methods(methods):
