@@ -62,6 +62,17 @@ def test_shipped_experiment_configs_parse(name):
         assert cfg.metrics.fid_n_gen == 5000 and cfg.metrics.lpips_backbone == "vgg"
 
 
+def test_the_all_methods_study_is_the_embedded_default_with_every_method():
+    from adaptscope.methods import BUILTIN_METHODS
+
+    study = load_experiment(EXPERIMENTS / "all-methods.toml")
+    assert study.methods == [cls.name for cls in BUILTIN_METHODS] and study.seeds == [0, 1, 2]
+    every = ",".join(f'"{m}"' for m in study.methods)
+    default = load_experiment(None, [f"methods=[{every}]", "seeds=[0, 1, 2]"])
+    # the same runs, settings and run ids: a shared folder keeps the embedded default's runs
+    assert [s.to_dict() for s in study.runs()] == [s.to_dict() for s in default.runs()]
+
+
 def test_bare_command_config_is_the_embedded_default():
     cfg = load_experiment(None)
     assert cfg.methods == ["tgan", "freezed", "cdc", "dcl"]

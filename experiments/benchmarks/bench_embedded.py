@@ -4,7 +4,13 @@
 
 Iteration times are measured between progress events, so evaluations are not included; the
 evaluation time is one full protocol evaluation (FID, p_t, intra-LPIPS, ground truth) of the
-source generator.
+source generator. Methods with stages are timed in their last stage with `--set` shortening the
+first and `--from N` starting the clock after the switch; periodic work (RICK's re-estimation)
+falls inside the window and is averaged in:
+
+    python experiments/benchmarks/bench_embedded.py --methods tgan,adam,rick,minegan,bsa \
+        --iterations 100 --from 30 --set adam.probe_iterations=10 --set adam.n_fisher=20 \
+        --set rick.warmup_iter=10 --set minegan.miner_iterations=10
 """
 
 from __future__ import annotations
@@ -30,6 +36,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--methods", default="tgan,tgan_ada,freezed,ewc,cdc,dcl")
     parser.add_argument("--skip-evaluation", action="store_true")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        help="KEY=VALUE setting of every timed run (a method's stage length).")
+    parser.add_argument("--from", dest="start", type=int, default=0,
+                        help="Start the clock at this iteration (after a method's first stage).")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cfg = load_experiment(None, [f"threads={args.threads}"])
@@ -40,7 +50,8 @@ def main() -> None:
     n = args.iterations
     for method in args.methods.split(","):
         cfg = load_experiment(None, [f'methods=["{method}"]', f"threads={args.threads}",
-                                     f"schedule.iterations={n}", f"schedule.eval_every={n}"])
+                                     f"schedule.iterations={n}", f"schedule.eval_every={n}",
+                                     *args.overrides])
         stamps: dict[int, float] = {}
 
         def on_event(event: dict, stamps: dict[int, float] = stamps) -> None:
@@ -49,7 +60,7 @@ def main() -> None:
 
         with tempfile.TemporaryDirectory() as tmp:
             run_adaptation(run_specs(cfg)[0], Path(tmp) / "run", on_event=on_event)
-        first, last = min(stamps), max(stamps)
+        first, last = min(i for i in stamps if i >= args.start), max(stamps)
         per_iter = (stamps[last] - stamps[first]) / (last - first)
         print(f"{method:<8} {per_iter * 1000:6.1f} ms per iteration (batch {spec.train.batch})")
 
