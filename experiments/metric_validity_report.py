@@ -141,7 +141,8 @@ def readme(df: pd.DataFrame, table: pd.DataFrame, floor: dict, runs: str, out: s
         f"methods {', '.join(ordered_methods(df['method'].unique()))}, seeds "
         f"{', '.join(map(str, sorted(df['seed'].unique())))}). Regenerate with:",
         "",
-        f"    python experiments/metric_validity_report.py {runs} --out {out}",
+        f"    python experiments/metric_validity_report.py {runs} \\",
+        f"        --methods {','.join(ordered_methods(df['method'].unique()))} --out {out}",
         "",
         "## Rank correlations (Spearman)",
         "",
@@ -191,8 +192,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", help="folder of embedded-world runs with ground-truth columns")
     parser.add_argument("--out", default="reports/metric-validity")
+    parser.add_argument("--methods", default=None,
+                        help="Comma-separated methods to include (default: every one there).")
     args = parser.parse_args(argv)
     df = load_trajectories(args.runs, evaluation="full")  # ground truth is measured there
+    if args.methods:
+        df = df[df["method"].isin(args.methods.split(","))]
     missing = [c for x, y, _ in PAIRS[:REQUIRED] for c in (x, y) if c not in df.columns]
     if missing:
         raise SystemExit(f"{args.runs}: no {', '.join(missing)} columns; run the embedded "
