@@ -56,7 +56,7 @@ def line_colours(ax) -> set[str]:
 
 
 def legend_labels(fig: Figure) -> list[str]:
-    return [t.get_text() for t in fig.legends[0].get_texts()]
+    return [t.get_text() for t in fig.legends[0].get_texts() if t.get_text().strip()]
 
 
 # --- palette -------------------------------------------------------------------------------
@@ -352,3 +352,22 @@ def test_a_methods_first_stage_is_marked_where_its_last_stage_starts(tmp_path):
     assert "start of a method's last stage" in legend_labels(fig)
     assert "start of a method's last stage" not in legend_labels(
         plot_diversity(df.drop(columns="stage")))
+
+
+def test_a_legend_with_a_short_last_row_still_reads_along_rows():
+    from adaptscope.viz.curves import method_legend
+    from adaptscope.viz.style import method_label, ordered_methods
+
+    methods = ["tgan", "tgan_ada", "freezed", "ewc", "cdc", "dcl", "bsa", "minegan", "adam",
+               "rick", "mine"]
+    fig = Figure(figsize=(9, 3))
+    method_legend(fig, methods, method_palette(methods))
+    legend = fig.legends[0]
+    texts = [t.get_text() for t in legend.get_texts()]
+    ncols = legend._ncols
+    rows = len(texts) // ncols
+    assert rows * ncols == len(texts) and rows > 1  # a full grid: blanks close the last row
+    along_rows = [texts[c * rows + r] for r in range(rows) for c in range(ncols)]
+    expected = [method_label(m) for m in ordered_methods(methods)]
+    assert along_rows[:len(expected)] == expected
+    assert all(not t.strip() for t in along_rows[len(expected):])

@@ -117,13 +117,11 @@ def method_legend(
     per_row = max(1, int(fig.get_figwidth() / max(1.15, 0.45 + 0.075 * longest)))
     rows = -(-len(handles) // per_row)
     ncols = -(-len(handles) // rows)  # balance the rows
-    # matplotlib fills legends column by column; reorder so entries read along rows.
-    ordered = [
-        handles[r * ncols + c]
-        for c in range(ncols)
-        for r in range(rows)
-        if r * ncols + c < len(handles)
-    ]
+    # matplotlib fills legends column by column; reorder so entries read along rows, with blank
+    # entries closing the last row (a short column would shift every entry after it).
+    blank = Line2D([], [], linestyle="none", label=" ")
+    handles += [blank] * (rows * ncols - len(handles))
+    ordered = [handles[r * ncols + c] for c in range(ncols) for r in range(rows)]
     fig.legend(handles=ordered, loc="outside lower center", ncols=ncols, frameon=False)
 
 

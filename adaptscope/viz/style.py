@@ -29,15 +29,15 @@ _FIXED_COLORS: dict[str, str] = {
     "bsa": "#949494",
     "minegan": "#ca9161",
     "adam": "#1b2a49",
-    "rick": "#ece133",
+    "rick": "#9467bd",
 }
 # Distinct from the fixed colours and from each other.
 _OTHER_COLORS: tuple[str, ...] = (
     "#fbafe4",
     "#8c564b",
     "#17becf",
-    "#9467bd",
     "#bcbd22",
+    "#ece133",
 )
 _FIXED_MARKERS: dict[str, str] = {"tgan": "o", "tgan_ada": "v", "freezed": "s", "ewc": "^",
                                   "cdc": "D", "dcl": "P", "bsa": "X", "minegan": "<",
