@@ -349,9 +349,8 @@ def test_a_methods_first_stage_is_marked_where_its_last_stage_starts(tmp_path):
     verticals = [line for line in ax.get_lines() if list(line.get_xdata()) == [1250.0, 1250.0]]
     assert len(verticals) == 1
     assert to_hex(verticals[0].get_color()) == method_palette(df["method"])["adam"]
-    assert "start of a method's last stage" in legend_labels(fig)
-    assert "start of a method's last stage" not in legend_labels(
-        plot_diversity(df.drop(columns="stage")))
+    assert "dotted: a method's first row in its last stage" in fig.get_suptitle()
+    assert "dotted" not in plot_diversity(df.drop(columns="stage")).get_suptitle()
 
 
 def test_a_legend_with_a_short_last_row_still_reads_along_rows():

@@ -35,7 +35,8 @@ PANEL_HEIGHT = 3.4
 
 def stage_starts(df: pd.DataFrame) -> dict[str, float]:
     """Per method with more than one stage (AdAM's probing, MineGAN's miner-only start): the
-    iteration where its last stage begins, the mean over seeds."""
+    iteration of its first row in its last stage (where that stage begins, to the rows'
+    resolution), the mean over seeds."""
     if "stage" not in df.columns:
         return {}
     starts: dict[str, float] = {}
@@ -50,6 +51,7 @@ def stage_starts(df: pd.DataFrame) -> dict[str, float]:
 
 
 STAGE_LINE = {"linestyle": ":", "linewidth": 1.2}
+STAGE_CAPTION = "dotted: a method's first row in its last stage"
 
 
 def _draw(ax: Axes, panel: Panel, title: str, palette: dict[str, str]) -> None:
@@ -153,10 +155,11 @@ def plot_metrics(df: pd.DataFrame, columns: Sequence[str], title: str) -> Figure
                 else:
                     axes[r][c].set_visible(False)
         used = pd.concat([p.data for row in rows for p in row])
-        fig.suptitle(f"{title}\n{seeds_caption(used)}")
-        extra = [Line2D([], [], color="0.3", label="start of a method's last stage",
-                        **STAGE_LINE)] if stage_starts(used) else []
-        method_legend(fig, used["method"].astype(str).unique(), palette, extra)
+        caption = seeds_caption(used)
+        if stage_starts(used):
+            caption += f"; {STAGE_CAPTION}"
+        fig.suptitle(f"{title}\n{caption}")
+        method_legend(fig, used["method"].astype(str).unique(), palette)
     return fig
 
 
