@@ -38,6 +38,9 @@ _OTHER_COLORS: tuple[str, ...] = (
     "#17becf",
     "#bcbd22",
     "#ece133",
+    "#637939",
+    "#843c39",
+    "#7b4173",
 )
 _FIXED_MARKERS: dict[str, str] = {"tgan": "o", "tgan_ada": "v", "freezed": "s", "ewc": "^",
                                   "cdc": "D", "dcl": "P", "bsa": "X", "minegan": "<",
