@@ -72,3 +72,25 @@ def write_experiment(path: Path, source: Path, iterations: int = 40, eval_every:
 
 def metric_rows(run_dir: Path) -> pd.DataFrame:
     return load_trajectories(run_dir)[METRIC_COLUMNS].reset_index(drop=True)
+
+
+def run_crashing_at(spec: RunSpec, run_dir: Path, iteration: int) -> None:
+    """Run `spec` into `run_dir` until it crashes right after `iteration`'s step (the method's
+    own `after_step` still runs first), as a killed run would, leaving its folder to resume."""
+    import pytest
+
+    from adaptscope.methods import get_method
+    from adaptscope.train.loop import run_adaptation
+
+    cls = get_method(spec.method)
+    after_step = cls.after_step
+
+    def crash(self, step):
+        after_step(self, step)
+        if step.iteration == iteration:
+            raise RuntimeError("simulated crash")
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(cls, "after_step", crash)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            run_adaptation(spec, run_dir)

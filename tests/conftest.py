@@ -18,3 +18,14 @@ def private_cache(tmp_path_factory, monkeypatch):
 def source_checkpoint(tmp_path_factory) -> Path:
     """A seeded, untrained 16 px source model (see `_tiny_world`)."""
     return make_source_checkpoint(tmp_path_factory.mktemp("source") / "tiny.pt")
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread, as runs use (`RunSpec.threads`): tiny networks only lose time to more."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from _tiny_world import CH, METRIC_COLUMNS, tiny_spec  # noqa: E402
+from _tiny_world import CH, METRIC_COLUMNS, run_crashing_at, tiny_spec  # noqa: E402
 
 from adaptscope import load_trajectories  # noqa: E402
 from adaptscope.embedded.toynet import load_toynet  # noqa: E402
@@ -201,24 +201,16 @@ def test_cheap_evaluations_do_not_change_training(source_checkpoint, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_a_crash_after_cheap_rows_resumes_to_the_uninterrupted_rows(source_checkpoint, tmp_path,
-                                                                    monkeypatch):
+def test_a_crash_after_cheap_rows_resumes_to_the_uninterrupted_rows(source_checkpoint,
+                                                                    tmp_path):
     """Killed after the cheap rows at 4 and 5 were recorded, past the checkpoint at 3: the
     resumed run keeps them, and its row at 6 averages the losses of iteration 5 only, as the
     uninterrupted run's does."""
-    from adaptscope.methods.tgan import TGAN
 
     spec = cheap_spec(source_checkpoint, cheap_every=1)
     uninterrupted = all_but_wall_time(run_adaptation(spec, tmp_path / "uninterrupted"))
 
-    def crash(self, step):
-        if step.iteration == 5:
-            raise RuntimeError("simulated crash")
-
-    with monkeypatch.context() as m:
-        m.setattr(TGAN, "after_step", crash)
-        with pytest.raises(RuntimeError, match="simulated crash"):
-            run_adaptation(spec, tmp_path / "crashed")
+    run_crashing_at(spec, tmp_path / "crashed", 5)
     assert load_trajectories(tmp_path / "crashed")["iteration"].tolist() == [0, 1, 2, 3, 4, 5]
     run_adaptation(spec, tmp_path / "crashed")
     pd.testing.assert_frame_equal(all_but_wall_time(tmp_path / "crashed"), uninterrupted)

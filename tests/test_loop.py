@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from _tiny_world import CH, metric_rows, tiny_spec, write_experiment
+from _tiny_world import CH, metric_rows, run_crashing_at, tiny_spec, write_experiment
 
 from adaptscope import load_trajectories
 from adaptscope.embedded import toyfaces
@@ -71,28 +71,15 @@ def test_same_seed_gives_the_same_trajectory(source_checkpoint, tmp_path):
     ("dcl", 1),  # cheap rows at 1, 3, 5: the one at 3 recorded before the crash, none saved
 ])
 def test_crash_then_rerun_resumes_to_the_uninterrupted_trajectory(source_checkpoint, tmp_path,
-                                                                  monkeypatch, method,
-                                                                  cheap_every):
+                                                                  method, cheap_every):
     """A resumed run restores the method's state instead of computing it again: re-running
     EWC's Fisher or redrawing CDC's anchors on resume would change the rows after it. Every
     column but the wall time is compared, the loss means since the previous row included."""
-    from adaptscope.methods import get_method
-
     spec = tiny_spec(source_checkpoint, method,
                      schedule=ScheduleSpec(iterations=6, eval_every=2, cheap_every=cheap_every))
     full = load_trajectories(run_adaptation(spec, tmp_path / "full")).drop(columns="wall_time_s")
 
-    after_step = get_method(method).after_step
-
-    def crash(self, step):
-        after_step(self, step)  # the method's own hook (re-estimation, pruning) still runs
-        if step.iteration == 3:
-            raise RuntimeError("simulated crash")
-
-    with monkeypatch.context() as m:
-        m.setattr(get_method(method), "after_step", crash)
-        with pytest.raises(RuntimeError, match="simulated crash"):
-            run_adaptation(spec, tmp_path / "crashed")
+    run_crashing_at(spec, tmp_path / "crashed", 3)
     recorded = [0, 1, 2, 3] if cheap_every else [0, 2]
     assert metric_rows(tmp_path / "crashed")["iteration"].tolist() == recorded
     run_adaptation(spec, tmp_path / "crashed")  # resumes from the checkpoint at iteration 2

@@ -11,7 +11,7 @@ import copy
 import pandas as pd
 import pytest
 import torch
-from _tiny_world import tiny_spec
+from _tiny_world import run_crashing_at, tiny_spec
 
 from adaptscope import load_trajectories
 from adaptscope.errors import ConfigError
@@ -25,13 +25,7 @@ from adaptscope.train.step import GANStep
 CH = {4: 16, 8: 16, 16: 8}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread, as runs use (`RunSpec.threads`): tiny networks only lose time to more."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def t(*values: float) -> torch.Tensor:
@@ -190,25 +184,15 @@ def test_the_stage_column_shows_probing_then_adaptation(source_checkpoint, tmp_p
 
 
 @pytest.mark.slow
-def test_a_resume_before_the_switch_probes_again_to_the_same_rows(source_checkpoint, tmp_path,
-                                                                  monkeypatch):
+def test_a_resume_before_the_switch_probes_again_to_the_same_rows(source_checkpoint,
+                                                                  tmp_path):
     """Probing ends after iteration 2, after the checkpoint at 2: the resumed run probes the
     last step again and draws the same Fisher (build() keeps the source's g_ema to reset to)."""
     spec = tiny_spec(source_checkpoint, "adam", method_params={"probe_iterations": 3,
                                                                "n_fisher": 4},
                      schedule=ScheduleSpec(iterations=6, eval_every=2))
     full = load_trajectories(run_adaptation(spec, tmp_path / "full")).drop(columns="wall_time_s")
-    after_step = AdAM.after_step
-
-    def crash(self, step):
-        after_step(self, step)
-        if step.iteration == 3:
-            raise RuntimeError("simulated crash")
-
-    with monkeypatch.context() as m:
-        m.setattr(AdAM, "after_step", crash)
-        with pytest.raises(RuntimeError, match="simulated crash"):
-            run_adaptation(spec, tmp_path / "crashed")
+    run_crashing_at(spec, tmp_path / "crashed", 3)
     run_adaptation(spec, tmp_path / "crashed")
     resumed = load_trajectories(tmp_path / "crashed").drop(columns="wall_time_s")
     assert resumed["stage"].tolist() == ["probe", "probe", "adapt", "adapt"]

@@ -21,13 +21,7 @@ from adaptscope.train.step import GANStep
 CH = {4: 16, 8: 16, 16: 16}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks run fastest on one thread (and do not fight a busy machine's cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def context(seed: int = 0) -> MethodContext:
