@@ -9,14 +9,14 @@ A sweep file names the experiment (`experiment`, a TOML path; empty: the embedde
 folder under --runs (resumed when it exists, so an interrupted sweep continues); a variant that
 is the experiment as it stands may instead name finished runs (`runs = "runs/embedded-default"`:
 the seeds of its methods there are read, not run again, unless --experiment or --set change the
-experiment, in which case it runs like the others). Extra
-`--set` options of this script apply to every variant: the same sweep calibrates another source
-(`--set source.checkpoint=... --experiment experiments/ffhq-babies.toml`). `--device cuda` and
-`--workers N` only place the runs, so named runs are still read.
+experiment, in which case it runs like the others). Extra `--set` options of this script apply
+to every variant: the same sweep calibrates another source (`--set source.checkpoint=...
+--experiment experiments/ffhq-babies.toml`). `--device cuda` and `--workers N` only place the
+runs, so named runs are still read.
 
-Writes into --out: summary.csv (per variant, mean and std over seeds), README.md (the table),
-quality_diversity.png (the quality-diversity plane, variants as curves) and realism.png (p_t,
-dense where cheap evaluations were recorded).
+Writes into --out: summary.csv (per variant, mean and std over seeds), table.md (the table, to
+quote in a hand-written README.md beside it), quality_diversity.png (the quality-diversity
+plane, variants as curves) and realism.png (p_t, dense where cheap evaluations were recorded).
 """
 
 from __future__ import annotations

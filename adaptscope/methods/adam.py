@@ -34,6 +34,7 @@ from torch import nn
 from torch.func import functional_call
 
 from adaptscope.methods.base import Method, Step, check_setting, hp
+from adaptscope.methods.fisher import empirical_fisher
 
 Ranked = list[tuple[str, str | None]]  # (kernel, the bias in its score or None)
 
@@ -204,28 +205,25 @@ class AdAM(Method):
         ctx, n = self.ctx, self.params.n_fisher
         g, mods = ctx.g_ema, {"g": self.ema_g_modules[0], "d": self.mods["d"][0]}
         named = {w: dict(m.named_parameters()) for w, m in mods.items()}
-        sums = {w: {k: torch.zeros_like(p) for k, p in ps.items()} for w, ps in named.items()}
+
+        def samples() -> Iterator[tuple[dict[str, torch.Tensor], int]]:
+            for _ in range(n):
+                z = torch.randn(1, g.style_dim, device=g.device)
+                real = ctx.shots[torch.randint(len(ctx.shots), (1,))]
+                real = real.flip(3) if torch.rand(()).item() < 0.5 else real
+                fake, _ = functional_call(g, mods["g"].overrides(g), ([z],))
+                # one image per D call, as the code: D's minibatch stddev would mix them
+                fake_logit, real_logit = self.d_logits(None, fake), self.d_logits(None, real)
+                yield {"g": F.softplus(-fake_logit).mean(),
+                       "d": F.softplus(-real_logit).mean() + F.softplus(fake_logit).mean()}, 1
+
         for m in mods.values():
             m.requires_grad_(True)
-        for _ in range(n):
-            z = torch.randn(1, g.style_dim, device=g.device)
-            real = ctx.shots[torch.randint(len(ctx.shots), (1,))]
-            real = real.flip(3) if torch.rand(()).item() < 0.5 else real
-            fake, _ = functional_call(g, mods["g"].overrides(g), ([z],))
-            # one image per D call, as the code: D's minibatch stddev would mix them
-            fake_logit, real_logit = self.d_logits(None, fake), self.d_logits(None, real)
-            losses = {"g": F.softplus(-fake_logit).mean(),
-                      "d": F.softplus(-real_logit).mean() + F.softplus(fake_logit).mean()}
-            for w in ("g", "d"):
-                grads = torch.autograd.grad(losses[w], list(named[w].values()),
-                                            retain_graph=True, allow_unused=True)
-                for k, gr in zip(named[w], grads, strict=True):
-                    if gr is not None:
-                        sums[w][k] += gr.detach().pow(2)
+        fisher = empirical_fisher(samples(), named)
         for m in mods.values():  # the loop sets D's flags again at each phase
             m.requires_grad_(False)
-        return {w: {k.replace(":", ".").replace(".", ":", 1): v / n for k, v in s.items()}
-                for w, s in sums.items()}
+        return {w: {k.replace(":", ".").replace(".", ":", 1): v for k, v in s.items()}
+                for w, s in fisher.items()}
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "switched": self.switched, "keep": self.keep}

@@ -19,6 +19,7 @@ converges near TGAN's, as the paper's EWC does (`reports/ewc-calibration/` for t
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from adaptscope.methods.base import Method, Step, check_setting, hp
+from adaptscope.methods.fisher import empirical_fisher
 
 
 class EWC(Method):
@@ -62,18 +64,16 @@ class EWC(Method):
         """
         g, d_src = self.ctx.g, self.ctx.d_source
         params = dict(g.named_parameters())
-        fisher = {k: torch.zeros_like(p) for k, p in params.items()}
-        n_done = 0
-        while n_done < self.params.n_fisher:
-            b = min(self.params.fisher_batch, self.params.n_fisher - n_done)
-            img, _ = g([torch.randn(b, g.style_dim).to(g.device)])
-            log_likelihood = -F.softplus(-d_src(img)).mean()  # log sigmoid(D(G(z)))
-            grads = torch.autograd.grad(log_likelihood, list(params.values()), allow_unused=True)
-            for (k, _), gr in zip(params.items(), grads, strict=True):
-                if gr is not None:
-                    fisher[k] += gr.detach().pow(2) * b
-            n_done += b
-        self.fisher = {k: v / n_done for k, v in fisher.items()}
+
+        def batches() -> Iterator[tuple[dict[str, torch.Tensor], int]]:
+            n_done = 0
+            while n_done < self.params.n_fisher:
+                b = min(self.params.fisher_batch, self.params.n_fisher - n_done)
+                img, _ = g([torch.randn(b, g.style_dim).to(g.device)])
+                yield {"g": -F.softplus(-d_src(img)).mean()}, b  # log sigmoid(D(G(z)))
+                n_done += b
+
+        self.fisher = empirical_fisher(batches(), {"g": params})["g"]
         self.anchor = {k: p.detach().clone() for k, p in params.items()}
 
     def g_extra_losses(self, step: Step, fake: torch.Tensor) -> dict[str, torch.Tensor]:

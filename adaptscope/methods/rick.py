@@ -33,6 +33,7 @@ from torch import nn
 from torch.func import functional_call
 
 from adaptscope.methods.base import Method, Step, check_setting, hp
+from adaptscope.methods.fisher import empirical_fisher
 
 Masks = dict[str, dict[str, torch.Tensor]]  # network ("g" / "d") -> parameter -> (filters,) bool
 
@@ -155,24 +156,20 @@ class RICK(Method):
         names = {net: {n for u in self.units if u.net == net for n in u.params} for net in nets}
         leaves = {net: {n: p.detach().requires_grad_(True) for n, p in m.named_parameters()
                         if n in names[net]} for net, m in nets.items()}
-        sums = {net: {n: torch.zeros_like(p) for n, p in ps.items()} for net, ps in leaves.items()}
         shots = self.ctx.shots
-        with torch.enable_grad():
+
+        def samples() -> Iterator[tuple[dict[str, torch.Tensor], int]]:
             for z in self.fisher_z.to(shots.device):
                 real = shots[int(torch.randint(len(shots), ()))][None]
                 if torch.rand(()) < 0.5:  # the loader's random flip (TDUP:793)
                     real = real.flip(3)
                 fake, _ = functional_call(nets["g"], leaves["g"], ([z[None]],))
                 fake_pred = functional_call(nets["d"], leaves["d"], (fake,))
-                losses = {"g": F.softplus(-fake_pred).mean(),
-                          "d": F.softplus(-functional_call(nets["d"], leaves["d"], (real,))).mean()
-                          + F.softplus(fake_pred).mean()}
-                for net in ("g", "d"):
-                    grads = torch.autograd.grad(losses[net], list(leaves[net].values()),
-                                                retain_graph=net == "g")
-                    for n, gr in zip(leaves[net], grads, strict=True):
-                        sums[net][n] += gr.pow(2)
-        return {net: {n: s / len(self.fisher_z) for n, s in ss.items()} for net, ss in sums.items()}
+                real_pred = functional_call(nets["d"], leaves["d"], (real,))
+                yield {"g": F.softplus(-fake_pred).mean(),
+                       "d": F.softplus(-real_pred).mean() + F.softplus(fake_pred).mean()}, 1
+
+        return empirical_fisher(samples(), leaves)
 
     def update_masks(self, fisher: dict[str, dict[str, torch.Tensor]]) -> None:
         """Replace the preserved sets, add to the pruned ones (pruned filters stay pruned)."""
