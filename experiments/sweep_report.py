@@ -102,26 +102,29 @@ def variant_table(df: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
 
 
 def markdown(table: pd.DataFrame) -> str:
+    """The table as Markdown; the EWC gradient-ratio column only when some variant records it."""
     def cell(row, name: str, digits: int) -> str:
         mean, std = row[f"{name}_mean"], row[f"{name}_std"]
         if np.isnan(mean):
             return "-"
         return f"{mean:.{digits}f}" + ("" if np.isnan(std) else f" ± {std:.{digits}f}")
 
-    head = ("| variant | seeds | p_t >= 0.9 at (it) | diversity lost | final nearest-shot "
-            "LPIPS | final intra-LPIPS | final FID | final p_t | EWC / adversarial gradient |")
-    lines = [head, "|" + "---|" * 9]
+    ratio = bool(table["ewc_to_adv_gradient_mean"].notna().any())
+    head = ["variant", "seeds", "p_t >= 0.9 at (it)", "diversity lost",
+            "final nearest-shot LPIPS", "final intra-LPIPS", "final FID", "final p_t",
+            *(["EWC / adversarial gradient"] if ratio else [])]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in table.iterrows():
         conv = f"{cell(r, 'converged', 0)} ({int(r['converged_seeds'])}/{int(r['seeds'])})"
-        lines.append(
-            f"| {r['variant']} | {int(r['seeds'])} | {conv} | {cell(r, 'diversity_lost', 3)} | "
-            f"{cell(r, 'final_nearest_shot_lpips', 3)} | {cell(r, 'final_intra_lpips', 3)} | "
-            f"{cell(r, 'final_fid', 0)} | {cell(r, 'final_pt', 3)} | "
-            f"{cell(r, 'ewc_to_adv_gradient', 3)} |")
+        cells = [r["variant"], str(int(r["seeds"])), conv, cell(r, "diversity_lost", 3),
+                 cell(r, "final_nearest_shot_lpips", 3), cell(r, "final_intra_lpips", 3),
+                 cell(r, "final_fid", 0), cell(r, "final_pt", 3),
+                 *([cell(r, "ewc_to_adv_gradient", 3)] if ratio else [])]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep", type=Path)
@@ -137,7 +140,7 @@ def main() -> None:
     parser.add_argument("--seeds", default=None, help="Comma-separated seeds replacing the "
                         "sweep's (a quick first look: --seeds 0).")
     parser.add_argument("--report-only", action="store_true", help="Only read the runs.")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     sweep = tomllib.loads(args.sweep.read_text())
     if args.seeds is not None:
         sweep["seeds"] = [int(s) for s in args.seeds.split(",")]
