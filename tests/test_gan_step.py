@@ -274,3 +274,34 @@ def test_a_method_without_adversarial_terms_never_touches_d():
     assert not step.d_opt.state
     for name, value in d.state_dict().items():
         assert torch.equal(value, d_before[name]), name
+
+
+class Staged(FixedLatents):
+    """Two stages, as separate trainings: G fixed in the first (iteration 0), then trained."""
+
+    stages_restart_optimizers = True
+
+    def stage(self, iteration):
+        return "first" if iteration < 1 else "second"
+
+    def trains_generator(self, iteration):
+        return iteration >= 1
+
+
+def test_a_stage_with_g_fixed_and_fresh_optimisers_at_the_stage_change():
+    torch.manual_seed(6)
+    g, d = FixedNoiseGenerator(16, 16, 1, channels=CH), Discriminator(16, channels=CH)
+    loop = LoopSpec(batch=2, r1_gamma=0.0, path_regularize=1.0, path_every=1, mixing=0.0)
+    step = GANStep(g, d, copy.deepcopy(g), Staged(MethodContext(g=g, d=d),
+                                                  [torch.randn(2, 16) for _ in range(4)]), loop)
+    g_before, d_before = snapshot(g), snapshot(d)
+    logged = step(0, torch.rand(2, 3, 16, 16))
+    assert "loss_g_adv" in logged and "loss_path_length" not in logged  # logged, not trained
+    assert all(torch.equal(p, g_before[n]) for n, p in g.named_parameters())
+    assert step.mean_path_length.item() == 0.0  # no path length while G is fixed
+    assert not torch.equal(d.final_linear[-1].weight, d_before["final_linear.1.weight"])
+    assert not step.g_opt.state and not step.d_opt.state  # D's state cleared at the change
+    step(1, torch.rand(2, 3, 16, 16))
+    assert {int(s["step"]) for s in step.d_opt.state.values()} == {1}  # one step, fresh
+    assert {int(s["step"]) for s in step.g_opt.state.values()} == {2}  # main + path length
+    assert step.mean_path_length.item() > 0.0

@@ -152,6 +152,7 @@ def test_after_the_switch_important_kernels_keep_the_source_and_the_rest_fine_tu
         step(i, ctx.shots[:4])
     assert method.switched
     assert same(ctx.g_ema, g_ema_source) and same(ctx.d, ctx.d_source)  # started anew
+    assert not step.g_opt.state and not step.d_opt.state  # with fresh optimisers
     for i in range(2, 6):
         step(i, ctx.shots[:4])
     for which, net, source in (("g", ctx.g, ctx.g_source), ("d", ctx.d, ctx.d_source)):

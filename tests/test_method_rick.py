@@ -230,6 +230,7 @@ def test_masks_are_re_estimated_at_the_scheduled_iterations_only():
             assert all(torch.equal(p, g0[n]) for n, p in ctx.g.named_parameters())
             moved = {n for n, p in ctx.d.named_parameters() if not torch.equal(p, d0[n])}
             assert moved and all(n.startswith("final") for n in moved)
+            assert step.mean_path_length.item() == 0.0  # no path length while G is still
     # the masks of iterations 2, 5 and 8 are estimated after the step before each
     assert calls == [1, 4, 7]
     assert make(warmup_iter=0, n_fisher=1).pruned["g"]  # warm-up 0: estimated before step 0

@@ -10,15 +10,16 @@ loss through g_ema and the modulations' average, and of D's loss on one real and
 (importance_probing.py:193-261). A unit scores mean(F_u) + F_v, (mean(F_u) + F_v + F_b) / 2 with a
 bias; above the `quantile` percentile of its group (G convs, G style linears, D res-block convs)
 it is important (AdAM_main_adaptation.py:709-813). "adapt" starts anew (main_adaptation.py:181-191,
-821-834): G, D, g_ema from the source, a second set of fresh modulations (fresh Adam state), v and
-b of unimportant units zeroed; important units keep the source weights and adapt by modulation,
-the rest fine-tune (main_adaptation.py:232-254,346-383).
+821-834): G, D, g_ema from the source, a second set of fresh modulations, fresh optimisers
+(main_adaptation.py:879-888, so D's `final_*` lose the Adam state of probing), v and b of
+unimportant units zeroed; important units keep the source weights and adapt by modulation, the
+rest fine-tune (main_adaptation.py:232-254,346-383).
 
 Differences: the code views its conv product ger(u, v), (in*k*k, out), as (out, in, k, k) with no
 transpose (model_adam.py:207,458), so its v does not index the filters its masks pick; here v
 indexes output units as in its linear layers (model_adam.py:34). D's Fisher uses D, not an average
-(importance_probing.py:414); D's `final_*` keep their Adam state over the switch; path length maps
-z with the unmodulated mapping (the loop's `_path_length_sample`).
+(importance_probing.py:414); path length maps z with the unmodulated mapping (the loop's
+`_path_length_sample`).
 """
 
 from __future__ import annotations
@@ -96,6 +97,7 @@ def importance(fisher: dict[str, torch.Tensor], groups: list[Ranked],
 class AdAM(Method):
     name = "adam"
     summary = "Fisher-probed kernel modulation: keep important kernels, tune the rest (Zhao 2022)."
+    stages_restart_optimizers = True  # adaptation's own Adams (main_adaptation.py:879-888)
 
     @dataclass
     class Params:

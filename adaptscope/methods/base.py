@@ -76,6 +76,9 @@ class Method:
     # False: no discriminator at all (BSA). The loop then skips D's step, R1 and path length, and
     # the generator step minimises `g_extra_losses(step, None)` alone.
     adversarial: ClassVar[bool] = True
+    # True: the reference runs each stage as a separate training (AdAM's probing and adaptation
+    # scripts), so both optimisers start afresh (their state cleared) where the stage changes.
+    stages_restart_optimizers: ClassVar[bool] = False
 
     @dataclass
     class Params:
@@ -124,6 +127,12 @@ class Method:
         """The method's stage at `iteration`, recorded in each row's `stage` column (AdAM's
         importance probing, MineGAN's miner-only start)."""
         return "adapt"
+
+    def trains_generator(self, iteration: int) -> bool:
+        """False in a stage where G stays fixed (RICK's warm-up): the loop still computes G's
+        adversarial loss for the log (drawing the same latents) but takes no G step and skips
+        path length, as a reference loop that only gates G's backward does."""
+        return True
 
     def generate(self, g: Generator, modules: list[nn.Module], styles: list[torch.Tensor],
                  **kwargs: Any) -> tuple[torch.Tensor, Any]:

@@ -140,6 +140,10 @@ class RICK(Method):
     def stage(self, iteration: int) -> str:
         return "warmup" if iteration < self.params.warmup_iter else "adapt"
 
+    def trains_generator(self, iteration: int) -> bool:
+        """G still in the warm-up: no G backward, no path length (TDUP:518-519, 547)."""
+        return iteration >= self.params.warmup_iter
+
     def trainable_g_parameters(self) -> Iterator[nn.Parameter]:
         return iter(self.ctx.g.convs.parameters())
 
@@ -187,9 +191,9 @@ class RICK(Method):
 
     def before_optimizer_step(self, step: Step, which: str) -> None:
         net = self.ctx.g if which == "g" else self.ctx.d
-        if step.iteration < self.params.warmup_iter:  # G still; D's final layers only
+        if step.iteration < self.params.warmup_iter:  # D's final layers only (G is still)
             for name, p in net.named_parameters():
-                if which == "g" or not name.startswith("final"):
+                if not name.startswith("final"):
                     p.grad = None
             return
         params = dict(net.named_parameters())

@@ -108,6 +108,10 @@ class GANStep:
         for ema, module in zip(method.ema_g_modules, method.extra_g_modules(), strict=True):
             ema_update(ema, module, ema_decay)
         method.after_step(step)
+        if (method.stages_restart_optimizers
+                and method.stage(iteration + 1) != method.stage(iteration)):
+            self.g_opt.state.clear()
+            self.d_opt.state.clear()
         return logged
 
     def _adversarial_step(self, step: Step, logged: dict[str, torch.Tensor]) -> None:
@@ -153,6 +157,10 @@ class GANStep:
         fake_seen = aug(fake) if aug is not None else fake
         g_losses = {"g_adv": g_nonsaturating_loss(method.d_logits(step, fake_seen)),
                     **method.g_extra_losses(step, fake)}
+        if not method.trains_generator(iteration):  # a stage with G fixed: losses logged only
+            _check(g_losses, iteration)
+            logged.update({f"loss_{k}": v.detach() for k, v in g_losses.items()})
+            return
         for name in method.grad_norm_terms:
             logged[f"grad_norm_{name}"] = self._grad_norm(g_losses[name])
         self._backward("g", step, g_losses, logged)
