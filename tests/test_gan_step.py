@@ -305,3 +305,22 @@ def test_a_stage_with_g_fixed_and_fresh_optimisers_at_the_stage_change():
     assert {int(s["step"]) for s in step.d_opt.state.values()} == {1}  # one step, fresh
     assert {int(s["step"]) for s in step.g_opt.state.values()} == {2}  # main + path length
     assert step.mean_path_length.item() > 0.0
+
+
+class HalvedLater(FixedLatents):
+    def lr_factor(self, iteration):
+        return 0.5 if iteration >= 1 else 1.0
+
+
+def test_lr_factor_scales_both_optimisers_from_the_configured_rate():
+    torch.manual_seed(7)
+    g, d = FixedNoiseGenerator(16, 16, 1, channels=CH), Discriminator(16, channels=CH)
+    loop = LoopSpec(batch=2, lr=0.01, r1_gamma=1.0, r1_every=4, path_regularize=0.0, mixing=0.0)
+    method = HalvedLater(MethodContext(g=g, d=d), [torch.randn(2, 16) for _ in range(6)])
+    step = GANStep(g, d, copy.deepcopy(g), method, loop)
+    lrs = []
+    for it in range(3):
+        step(it, torch.rand(2, 3, 16, 16))
+        lrs += [step.g_opt.param_groups[0]["lr"], step.d_opt.param_groups[0]["lr"]]
+    d_lr = 0.01 * 4 / 5  # lazy R1 every 4: lr x 4 / (4 + 1); G has no lazy term
+    assert lrs == pytest.approx([0.01, d_lr, 0.005, d_lr / 2, 0.005, d_lr / 2], rel=1e-12)

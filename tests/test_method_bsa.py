@@ -167,8 +167,19 @@ def test_differentiable_lpips_matches_the_embedding_path_and_the_toy_net():
     assert lpips_pair_distances(net, y, y).abs().max().item() < 1e-10
 
 
+def test_learning_rate_drops_by_the_scale_every_interval():
+    # updater.py shifts before the update of iteration i when (i + 1) % interval == 0
+    bsa = get_method("bsa")
+    method = bsa(bsa.Params(lr_shift_every=3000, lr_shift_scale=0.2), MethodContext(None, None))
+    factors = [method.lr_factor(i) for i in (0, 2998, 2999, 5998, 5999)]
+    assert factors == pytest.approx([1.0, 1.0, 0.2, 0.2, 0.04], rel=1e-12)
+    never = bsa(bsa.Params(lr_shift_every=0), MethodContext(None, None))
+    assert never.lr_factor(10**6) == 1.0
+
+
 @pytest.mark.parametrize("key,value", [("perceptual_weight", -1.0), ("temperature", -0.1),
-                                       ("emd_samples", 0), ("n_w_stats", 1)])
+                                       ("emd_samples", 0), ("n_w_stats", 1),
+                                       ("lr_shift_every", -1), ("lr_shift_scale", 0.0)])
 def test_bad_settings_fail_when_the_parameters_are_built(key, value):
     with pytest.raises(ConfigError, match=f"bsa.{key}"):
         get_method("bsa").Params(**{key: value})

@@ -128,6 +128,11 @@ class Method:
         importance probing, MineGAN's miner-only start)."""
         return "adapt"
 
+    def lr_factor(self, iteration: int) -> float:
+        """Both optimisers' learning rate at `iteration`, as a factor of the configured one (a
+        step schedule such as BSA's x0.2 every 3000 iterations); 1 by default."""
+        return 1.0
+
     def trains_generator(self, iteration: int) -> bool:
         """False in a stage where G stays fixed (RICK's warm-up): the loop still computes G's
         adversarial loss for the log (drawing the same latents) but takes no G step and skips

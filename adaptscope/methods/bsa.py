@@ -11,7 +11,9 @@ one with per-channel gamma / beta, the form followed here):
   310-313; configs/default.yml:31);
 - loss = mean |x - y| + perceptual + l_emd * EMD(codes, N(0, I) samples) + l_re * sum_l
   (mean (gamma_l - 1)^2 + mean beta_l^2) (ada_generator.py:62-102,144-156,339-347);
-- one Adam lr for codes and statistics, 0.03 (ada_generator.py:331; default.yml:46);
+- one Adam lr for codes and statistics, 0.03 (ada_generator.py:331; default.yml:46), x0.2 every
+  3000 iterations (updater.py:31-33); the first linear's own lr 1e-7 (default.yml:44,
+  ada_generator.py:327-333) has no StyleGAN2 counterpart and is left out;
 - random samples are z ~ N(0, tmp^2) (README "Inference"; ada_generator.py:37-47).
 StyleGAN2 form [U]: the scale / shift acts on the constant input and on each StyledConv's
 modulated-conv output (after demodulation, before noise, bias and activation: where a BatchNorm's
@@ -127,6 +129,10 @@ class BSA(Method):
             0.5, "[C] tmp of BSA's random samples z ~ N(0, tmp^2) (README 'Inference', "
                  "ada_generator.py:43-44), here truncation psi in W [U]. Its evaluation "
                  "extension draws a normal truncated to [-0.3, 0.3] instead (default.yml:41).")
+        lr_shift_every: int = hp(
+            3000, "[C] exponential_shift_interval: the lr is multiplied by lr_shift_scale before "
+                  "every update (i + 1) % 3000 == 0 (updater.py:31-33; default.yml:45); 0: never.")
+        lr_shift_scale: float = hp(0.2, "[C] lr_scale (default.yml:47).")
         n_w_stats: int = hp(
             4096, "[U] Latents for the source W mean and std that standardise the codes "
                   "(rosinality's mean_latent count).")
@@ -138,6 +144,10 @@ class BSA(Method):
                 check_setting(value >= 0, f"bsa.{key}", value, "0 or more")
             check_setting(self.emd_samples >= 1, "bsa.emd_samples", self.emd_samples,
                           "1 or more")
+            check_setting(self.lr_shift_every >= 0, "bsa.lr_shift_every", self.lr_shift_every,
+                          "0 (no shift) or more")
+            check_setting(0 < self.lr_shift_scale <= 1, "bsa.lr_shift_scale",
+                          self.lr_shift_scale, "in (0, 1]")
             check_setting(self.n_w_stats >= 2, "bsa.n_w_stats", self.n_w_stats, "2 or more")
 
     def build(self) -> None:
@@ -156,6 +166,10 @@ class BSA(Method):
             w = g.style(z)
         self.codes.w_mean.copy_(w.mean(0))
         self.codes.w_std.copy_(w.std(0).clamp_min(1e-8))
+
+    def lr_factor(self, iteration: int) -> float:
+        every = self.params.lr_shift_every
+        return self.params.lr_shift_scale ** ((iteration + 1) // every) if every else 1.0
 
     def extra_g_modules(self) -> list[nn.Module]:
         return [self.stats, self.codes]

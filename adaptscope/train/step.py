@@ -67,6 +67,7 @@ class GANStep:
     d_params: list[torch.nn.Parameter] = field(init=False)
     g_opt: torch.optim.Adam = field(init=False)
     d_opt: torch.optim.Adam = field(init=False)
+    base_lrs: dict[torch.optim.Optimizer, list[float]] = field(init=False)  # before lr_factor
     mean_path_length: torch.Tensor = field(init=False)
     augment: AdaptiveAugment | None = field(init=False)
 
@@ -80,6 +81,8 @@ class GANStep:
             p.requires_grad_(False)
         self.g_opt = lazy_adam(self.g_params, loop.lr, loop.path_every, loop.path_regularize > 0)
         self.d_opt = lazy_adam(self.d_params, loop.lr, loop.r1_every, loop.r1_gamma > 0)
+        self.base_lrs = {opt: [g["lr"] for g in opt.param_groups]
+                         for opt in (self.g_opt, self.d_opt)}
         self.mean_path_length = torch.zeros((), device=self.g.device)
         self.augment = None
         if loop.augment == "ada":
@@ -97,6 +100,10 @@ class GANStep:
         """
         method = self.method
         step = Step(iteration=iteration, real=real)
+        factor = method.lr_factor(iteration)  # set every iteration, so a resume needs no state
+        for opt, base in self.base_lrs.items():
+            for group, lr in zip(opt.param_groups, base, strict=True):
+                group["lr"] = lr * factor
         logged: dict[str, torch.Tensor] = {}
         if method.adversarial:
             self._adversarial_step(step, logged)
