@@ -114,6 +114,17 @@ def test_single_seed_draws_no_band(tmp_path):
     assert "single seed" in fig.get_suptitle()
 
 
+def test_seed_counts_in_the_caption_are_per_panel(tmp_path):
+    # three seeds measured with one FID extractor, one seed with another: two panels, and no
+    # line averages three seeds in the second
+    make_runs(tmp_path / "a", ("tgan",), (0, 1, 2), **SMALL)
+    make_run(tmp_path / "b", "tgan", 3, **{**SMALL, "fid_backbone": "dinov2"})
+    df = load_trajectories([tmp_path / "a", tmp_path / "b"])
+    fig = plot_quality_diversity(df)
+    assert len(visible_axes(fig)) == 2
+    assert fig.get_suptitle().endswith("mean over 1–3 seeds")
+
+
 def test_single_evaluation_draws_markers_without_lines(tmp_path):
     once = load_trajectories(make_runs(tmp_path, METHODS, (0, 1), iterations=(0,), **SMALL))
     ax = visible_axes(plot_diversity(once))[0]

@@ -154,8 +154,9 @@ def plot_metrics(df: pd.DataFrame, columns: Sequence[str], title: str) -> Figure
                     _draw(axes[r][c], row[c], titles[c], palette)
                 else:
                     axes[r][c].set_visible(False)
-        used = pd.concat([p.data for row in rows for p in row])
-        caption = seeds_caption(used)
+        parts = [p.data for row in rows for p in row]
+        used = pd.concat(parts)
+        caption = seeds_caption(parts)
         if stage_starts(used):
             caption += f"; {STAGE_CAPTION}"
         fig.suptitle(f"{title}\n{caption}")

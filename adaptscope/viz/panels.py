@@ -182,9 +182,11 @@ def seed_stats(data: pd.DataFrame, column: str, confidence: float = 0.95) -> pd.
     return out
 
 
-def seeds_caption(df: pd.DataFrame, band: bool = True) -> str:
-    """How many seeds the lines average over, for a figure's subtitle."""
-    counts = df.groupby("method")["seed"].nunique()
+def seeds_caption(parts: list[pd.DataFrame], band: bool = True) -> str:
+    """How many seeds the lines average over, for a figure's subtitle: counted per panel (each
+    of `parts`) and method, so panels holding different seeds show the range."""
+    counts = pd.concat([p.groupby("method")["seed"].nunique() for p in parts]) if parts else \
+        pd.Series(dtype=int)
     if counts.empty:
         return ""
     lo, hi = int(counts.min()), int(counts.max())

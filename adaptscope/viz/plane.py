@@ -159,7 +159,8 @@ def _plot_plane(df: pd.DataFrame, x: str, y: str, name: str, heading: str) -> Fi
         markers, label_ends = _end_markers(paths)
         for ax, pair, path, title in zip(axes, pairs, paths, titles, strict=True):
             _draw(ax, pair, path, title, palette, markers, label_ends)
-        used = pd.concat([y_panel.data for _, y_panel in pairs])
-        fig.suptitle(f"{heading} trajectories\n{seeds_caption(used, band=False)}")
-        method_legend(fig, used["method"].astype(str).unique(), palette)
+        parts = [y_panel.data for _, y_panel in pairs]
+        fig.suptitle(f"{heading} trajectories\n{seeds_caption(parts, band=False)}")
+        methods = pd.concat(parts)["method"].astype(str).unique()
+        method_legend(fig, methods, palette)
     return fig
