@@ -158,10 +158,11 @@ def main(argv: list[str] | None = None) -> None:
                                                     args.device)
     frames = []
     for variant in variants:
-        if not folders[variant["label"]].exists():  # --report-only before every variant ran
-            print(f"not run yet: {variant['label']} ({folders[variant['label']]})")
+        folder = folders[variant["label"]]
+        if not any(folder.rglob("trajectory.parquet")):  # --report-only before it ran
+            print(f"not run yet: {variant['label']} ({folder})")
             continue
-        df = load_trajectories(folders[variant["label"]])
+        df = load_trajectories(folder)
         df = df[df["method"].isin(variant["methods"]) & df["seed"].isin(sweep["seeds"])]
         df["method"] = variant["label"]  # a variant is one curve, whatever its method
         frames.append(df)

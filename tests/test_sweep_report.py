@@ -72,6 +72,7 @@ methods = ["dcl"]
 label = "never run"
 methods = ["dcl"]
 """)
+    (runs / "never-run").mkdir()  # a folder the sweep made before its first run finished
     sweep_report.main([str(sweep), "--runs", str(runs), "--out", str(out), "--report-only"])
     assert {p.name for p in out.iterdir()} == {"summary.csv", "table.md",
                                                 "quality_diversity.png", "realism.png"}
