@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from adaptscope import load_trajectories
+from adaptscope.track.rundir import TRAJECTORY_FILE
 from adaptscope.viz.curves import plot_realism
 from adaptscope.viz.plane import plot_quality_diversity
 from adaptscope.viz.summary import per_run
@@ -85,8 +86,7 @@ def variant_table(df: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
             "converged": runs.loc[run_id, "converged_iteration"],
             "diversity_lost": runs.loc[run_id, "relative_diversity_loss"],
             "final_intra_lpips": runs.loc[run_id, "final_intra_lpips"],
-            "final_nearest_shot_lpips": last(run[run["intra_lpips"].notna()],
-                                             "nearest_shot_lpips"),
+            "final_nearest_shot_lpips": runs.loc[run_id, "final_nearest_shot_lpips"],
             "final_fid": runs.loc[run_id, "final_fid"],
             "final_pt": last(run, "realism_pt"),
             "ewc_to_adv_gradient": float(ratio.dropna().iloc[-1]) if ratio is not None and
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     frames = []
     for variant in variants:
         folder = folders[variant["label"]]
-        if not any(folder.rglob("trajectory.parquet")):  # --report-only before it ran
+        if not any(folder.rglob(TRAJECTORY_FILE)):  # --report-only before it ran
             print(f"not run yet: {variant['label']} ({folder})")
             continue
         df = load_trajectories(folder)

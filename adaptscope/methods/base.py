@@ -136,7 +136,8 @@ class Method:
     def trains_generator(self, iteration: int) -> bool:
         """False in a stage where G stays fixed (RICK's warm-up): the loop still computes G's
         adversarial loss for the log (drawing the same latents) but takes no G step and skips
-        path length, as a reference loop that only gates G's backward does."""
+        path length, as a reference loop that only gates G's backward does. Read by the
+        adversarial step; a method without D (`adversarial = False`) trains G throughout."""
         return True
 
     def generate(self, g: Generator, modules: list[nn.Module], styles: list[torch.Tensor],

@@ -76,7 +76,8 @@ def _run_quantities(run: pd.DataFrame, pt_threshold: float, fid_tolerance: float
         if len(np.unique(its)) > 1:
             slope = np.polyfit(its / 1000.0, lpips, 1)[0]
     _, fid = _series(run, "fid")
-    finals = {f"final_{c}": _last(run, c) for c in ("precision", "recall", "memorised_lpips")}
+    finals = {f"final_{c}": _last(run, c)
+              for c in ("precision", "recall", "memorised_lpips", "nearest_shot_lpips")}
     return {
         "converged_iteration": converged,
         "criterion": criterion,
@@ -94,7 +95,8 @@ def _run_quantities(run: pd.DataFrame, pt_threshold: float, fid_tolerance: float
 def per_run(
     df: pd.DataFrame, pt_threshold: float = 0.9, fid_tolerance: float = 0.1
 ) -> pd.DataFrame:
-    """The summary quantities of every run, before averaging over seeds."""
+    """The summary quantities of every run, before averaging over seeds, and the final
+    nearest-shot LPIPS (`final_nearest_shot_lpips`, at the last full evaluation)."""
     records = []
     for run_id, run in df.groupby("run_id", sort=True):
         full = full_rows(run)
