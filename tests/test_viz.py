@@ -114,6 +114,22 @@ def test_single_seed_draws_no_band(tmp_path):
     assert "single seed" in fig.get_suptitle()
 
 
+def test_one_wide_band_does_not_set_the_axis_range(tmp_path):
+    df = load_trajectories(make_runs(tmp_path, ("tgan", "dcl"), (0, 1, 2), **SMALL))
+    wild = (df["method"] == "dcl") & (df["seed"] == 0)
+    df.loc[wild, "fid"] += 5000.0  # one seed far off: DCL's 95 % band spans thousands
+    ax = visible_axes(plot_realism(df))[0]
+    means = df.groupby(["method", "iteration"])["fid"].mean()
+    lo, hi = means.min(), means.max()
+    bottom, top = ax.get_ylim()
+    assert lo - 0.35 * (hi - lo) < bottom <= lo and hi <= top < hi + 0.35 * (hi - lo)
+    plain = load_trajectories(make_runs(tmp_path / "plain", ("tgan",), (0, 1, 2), **SMALL))
+    ax = visible_axes(plot_realism(plain))[0]
+    band = [c.get_paths()[0].vertices[:, 1] for c in ax.collections]
+    low, high = min(v.min() for v in band), max(v.max() for v in band)
+    assert ax.get_ylim()[0] < low and high < ax.get_ylim()[1]  # narrow bands stay whole
+
+
 def test_seed_counts_in_the_caption_are_per_panel(tmp_path):
     # three seeds measured with one FID extractor, one seed with another: two panels, and no
     # line averages three seeds in the second

@@ -54,6 +54,19 @@ STAGE_LINE = {"linestyle": ":", "linewidth": 1.2}
 STAGE_CAPTION = "dotted: a method's first row in its last stage"
 
 
+def _fit_to_means(ax: Axes, stats: pd.DataFrame) -> None:
+    """A y range that shows every mean line: the bands' extent, but at most a quarter of the
+    means' range beyond them, so one wide band (a collapsing method over three seeds) is cut at
+    the edge instead of flattening every other line."""
+    lo, hi = float(stats["mean"].min()), float(stats["mean"].max())
+    pad = 0.25 * (hi - lo) if hi > lo else 0.05 * abs(hi) or 1.0
+    band_lo, band_hi = stats["low"].min(), stats["high"].max()
+    bottom = lo - pad if pd.isna(band_lo) else max(lo - pad, min(lo, float(band_lo)))
+    top = hi + pad if pd.isna(band_hi) else min(hi + pad, max(hi, float(band_hi)))
+    margin = 0.05 * (top - bottom)
+    ax.set_ylim(bottom - margin, top + margin)
+
+
 def _draw(ax: Axes, panel: Panel, title: str, palette: dict[str, str]) -> None:
     stats = seed_stats(panel.data, panel.spec.column)
     for method, start in stage_starts(panel.data).items():  # the cost of a first stage
@@ -94,6 +107,8 @@ def _draw(ax: Axes, panel: Panel, title: str, palette: dict[str, str]) -> None:
     ax.set_ylabel(panel.axis_label)
     if panel.spec.limits:
         ax.set_ylim(*panel.spec.limits)
+    else:
+        _fit_to_means(ax, stats)
     iterations = np.unique(stats["iteration"])
     if len(iterations) == 1:
         ax.set_xticks(iterations)
