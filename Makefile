@@ -8,7 +8,7 @@ $(BIN)/adaptscope: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-.PHONY: install demo test lint
+.PHONY: install demo test lint mutation
 install: $(BIN)/adaptscope
 
 demo: install
@@ -17,6 +17,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# Known wrong programs planted in a scratch copy must each fail a fast test (10-15 min).
+mutation: install
+	$(BIN)/python experiments/mutation_check.py
 
 lint: install
 	$(BIN)/ruff check adaptscope tests experiments

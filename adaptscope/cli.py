@@ -473,6 +473,7 @@ def track(
     from adaptscope.track.external import find_checkpoints, track_checkpoints
     from adaptscope.train import runner
     from adaptscope.train.experiment import load_experiment
+    from adaptscope.train.preflight import check_track
 
     console = _console()
     if not method.strip():
@@ -483,6 +484,7 @@ def track(
     _say_protocol(cfg, console)
     spec = cfg.spec_for(method, seed)
     found = find_checkpoints(checkpoints)
+    check_track(spec, found, include_source=source)  # before anything is written
     run_dir = out / spec.run_id
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[latest]}"))
@@ -520,7 +522,7 @@ def list_methods(plugin: list[str] = _PLUGIN) -> None:
 
 @app.command("status")
 def status(out: Path = typer.Argument(..., help="Folder of run folders, e.g. runs/.")) -> None:
-    """Where every run in a folder stands: queued, running, done, failed or unfinished."""
+    """Where every run in a folder stands: queued, running, done, failed, unfinished or damaged."""
     from rich.markup import escape
     from rich.table import Table
 
@@ -546,8 +548,8 @@ def status(out: Path = typer.Argument(..., help="Folder of run folders, e.g. run
     counts = {state: sum(s.state == state for s in statuses) for state in STATES}
     console.print(", ".join(f"{n} {state}" for state, n in counts.items() if n))
     for s in statuses:
-        if s.state == "failed" and s.detail:
-            console.print(f"\n{escape(s.run_id)} failed:\n{escape(s.detail)}", markup=True,
+        if s.state in ("failed", "damaged") and s.detail:
+            console.print(f"\n{escape(s.run_id)} {s.state}:\n{escape(s.detail)}", markup=True,
                           highlight=False)
 
 
@@ -608,6 +610,8 @@ def plot(runs: list[Path] = _RUNS_ARG, out: Path = _FIGURES_OUT, fmt: str = _FOR
         typer.echo(str(path))
     for reason in result.skipped:
         typer.echo(f"skipped {reason}", err=True)
+    for line in result.warnings:
+        typer.echo(f"warning: {line}", err=True)
 
 
 @app.command()
@@ -623,6 +627,8 @@ def report(runs: list[Path] = _RUNS_ARG, out: Path = _REPORT_OUT, fmt: str = _FO
         typer.echo(str(path))
     for reason in result.figures.skipped:
         typer.echo(f"skipped {reason}", err=True)
+    for line in result.figures.warnings:
+        typer.echo(f"warning: {line}", err=True)
 
 
 if __name__ == "__main__":

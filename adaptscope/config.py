@@ -4,14 +4,16 @@ Every setting lives in a dataclass field with a default, so a config file only s
 differs, an unknown key is an error (a typo never silently falls back to a default), and the
 resolved config can be written back to TOML next to the results it produced. A `--set` value is
 kept as the text typed until the field it lands in gives it a type, so strings (Windows paths,
-quotes, unicode) arrive exactly as typed.
+quotes, unicode) arrive exactly as typed, and an error about it names the `--set` option.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import json
+import math
 import os
 import re
 import tomllib
@@ -23,7 +25,7 @@ from typing import Any, TypeVar
 from adaptscope.errors import ConfigError
 
 __all__ = ["ConfigError", "RawValue", "apply_overrides", "coerce", "dumps_toml", "from_dict",
-           "read_toml", "set_values", "to_dict"]
+           "missing_settings", "read_toml", "set_values", "to_dict"]
 
 T = TypeVar("T")
 
@@ -49,13 +51,15 @@ class RawValue:
     """Text given on the command line, kept as typed until the field it lands in gives its type.
 
     Guessing a type from the text alone (or parsing it as TOML) mangles strings: a Windows path
-    or a quote inside a value would be read as escapes or as the end of a string.
+    or a quote inside a value would be read as escapes or as the end of a string. `option` is
+    the `--set key=value` it came from, which errors about it name (not the config file).
     """
 
-    __slots__ = ("text",)
+    __slots__ = ("option", "text")
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, option: str = "") -> None:
         self.text = text
+        self.option = option
 
     def __repr__(self) -> str:  # error messages show the value as the user typed it
         return repr(self.text)
@@ -137,11 +141,12 @@ def _guess(text: str) -> Any:
 
 def _coerce_raw(raw: RawValue, hint: Any, where: str) -> Any:
     text = raw.text
+    where = raw.option or where
     origin = typing.get_origin(hint)
     if origin in (list, tuple):
         args = typing.get_args(hint)
         item = args[0] if args else Any
-        out = [_coerce(RawValue(t), item, f"{where}[]") for t in _split_list(text)]
+        out = [_coerce(RawValue(t, raw.option), item, f"{where}[]") for t in _split_list(text)]
         return tuple(out) if origin is tuple else out
     if hint is Any:
         return _guess(text)
@@ -156,14 +161,25 @@ def _coerce_raw(raw: RawValue, hint: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected int, got {text!r}")
         return int(text)
     if hint is float:
-        try:
-            return float(text)
-        except ValueError:
-            raise ConfigError(f"{where}: expected float, got {text!r}") from None
+        return _finite_float(text, where)
     if dataclasses.is_dataclass(hint) or origin is dict:
         raise ConfigError(f"{where}: expected a table, got {text!r}")
     name = getattr(hint, "__name__", str(hint))
     raise ConfigError(f"{where}: cannot set a {name} from the command line (got {text!r})")
+
+
+def _finite_float(value: str | int | float, where: str) -> float:
+    """The one place a float setting is parsed (from TOML or `--set`): inf and nan are refused,
+    since a setting such as `train.lr = inf` would train on without a word and give NaNs."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{where}: expected float, got {value!r}") from None
+    except OverflowError:
+        raise ConfigError(f"{where}: {value} is too large for a float") from None
+    if not math.isfinite(number):
+        raise ConfigError(f"{where}: {value!r} is not a finite number; give a finite float")
+    return number
 
 
 def _walk(data: dict[str, Any], key: str, where: str) -> tuple[dict[str, Any], str]:
@@ -190,7 +206,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             raise ConfigError(f"--set expects key=value, got {item!r}")
         key, value = item.split("=", 1)
         node, name = _walk(data, key, f"--set {item}")
-        node[name] = RawValue(value.strip())
+        node[name] = RawValue(value.strip(), f"--set {item}")
     return data
 
 
@@ -238,7 +254,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if hint is Any:
         return _plain(value)
     if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
+        return _finite_float(value, where)
     if hint is int and isinstance(value, str) and value.lstrip("-").isdigit():
         return int(value)
     if hint is str and isinstance(value, os.PathLike):
@@ -276,7 +292,7 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ConfigError(f"{where}: unknown setting(s) {unknown}; known: {sorted(names)}")
+        raise _unknown_settings(data, unknown, sorted(names), where)
     required = [f.name for f in dataclasses.fields(cls) if f.init
                 and f.default is dataclasses.MISSING
                 and f.default_factory is dataclasses.MISSING]
@@ -285,6 +301,48 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
         raise ConfigError(f"{where}: missing required setting(s) {missing}")
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
     return cls(**kwargs)
+
+
+def _option(value: Any) -> str:
+    """The `--set` option that put `value` (or a value inside it) there; empty for file values."""
+    if isinstance(value, RawValue):
+        return value.option
+    if isinstance(value, dict):
+        return next((o for o in map(_option, value.values()) if o), "")
+    return ""
+
+
+def _unknown_settings(data: dict[str, Any], unknown: list[str], names: list[str],
+                      where: str) -> ConfigError:
+    """An unknown key named where it was typed, a `--set` option before the file it would
+    otherwise be blamed on, with the closest known key."""
+    key = next((k for k in unknown if _option(data[k])), unknown[0])
+    option = _option(data[key])
+    close = difflib.get_close_matches(key, names, n=1)
+    if not option:
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return ConfigError(f"{where}: unknown setting(s) {unknown}{hint}; known: {names}")
+    parts = [p.strip() for p in option.removeprefix("--set ").split("=", 1)[0].split(".")]
+    hint = ""
+    if close and key in parts:
+        i = parts.index(key)
+        hint = f" (did you mean {'.'.join([*parts[:i], close[0], *parts[i + 1:]])}?)"
+    return ConfigError(f"{option}: unknown setting(s) [{key!r}]{hint}; known: {names}")
+
+
+def missing_settings(cls: type, data: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys of `cls`'s settings that `data` lacks, nested tables included. A file that
+    `dumps_toml(to_dict(...))` wrote has them all, but for settings that may be None (which
+    `to_dict` leaves out), so any other missing key means the file was cut short or edited."""
+    hints = typing.get_type_hints(cls)
+    missing = []
+    for f in dataclasses.fields(cls):
+        hint, key = hints[f.name], f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(hint) and isinstance(data.get(f.name, {}), dict):
+            missing += missing_settings(hint, data.get(f.name, {}), f"{key}.")
+        elif f.name not in data and type(None) not in typing.get_args(hint):
+            missing.append(key)
+    return missing
 
 
 def to_dict(obj: Any) -> Any:

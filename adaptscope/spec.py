@@ -29,12 +29,28 @@ EMBEDDED_SOURCE = TOY_SOURCE
 AUTO = "auto"  # a metrics setting that follows the target (see `resolve_metrics`)
 REALISM_CHOICES = (AUTO, "none", "toy", "classifier")
 AUGMENTS = ("none", "ada")  # train.augment
+# Bounds refused at load: beyond them a run cannot finish, and its folder and trajectory would
+# be made before it failed (10**15 iterations ran out of memory listing its evaluation points).
+MAX_ITERATIONS = 10**9
+MAX_EVALUATIONS = 100_000  # of each kind, full and cheap: rows of one trajectory
+SEED_LIMIT = 2**32  # numpy and the samplers take seeds in [0, 2**32)
 
 
 def _check(ok: bool, key: str, value: Any, rule: str) -> None:
     """Raise ConfigError naming the setting `key`, its `value` and the `rule` it breaks."""
     if not ok:
         raise ConfigError(f"{key} = {value!r} is not allowed: it needs {rule}")
+
+
+def _check_seed(key: str, seed: int) -> None:
+    _check(0 <= seed < SEED_LIMIT, key, seed, f"0 <= seed < {SEED_LIMIT} (2**32)")
+
+
+def _check_cadence(key: str, every: int, iterations: int, kind: str) -> None:
+    """At most MAX_EVALUATIONS evaluations of `kind` at every `every` iterations."""
+    _check(iterations // every <= MAX_EVALUATIONS, key, every,
+           f"at most {MAX_EVALUATIONS:,} {kind} evaluations: {key} >= "
+           f"{-(-iterations // MAX_EVALUATIONS)} for schedule.iterations = {iterations}")
 
 
 @dataclass
@@ -62,6 +78,7 @@ class TargetSpec:
 
     def __post_init__(self) -> None:
         _check(self.shots >= 1, "target.shots", self.shots, "target.shots >= 1")
+        _check_seed("target.shots_seed", self.shots_seed)
         if self.shots_file and self.files is not None:
             raise ConfigError(
                 f"target.files and target.shots_file = {self.shots_file!r} both name the shots; "
@@ -99,24 +116,47 @@ class ScheduleSpec:
     def __post_init__(self) -> None:
         _check(self.iterations >= 0, "schedule.iterations", self.iterations,
                "schedule.iterations >= 0")
+        _check(self.iterations <= MAX_ITERATIONS, "schedule.iterations", self.iterations,
+               f"schedule.iterations <= {MAX_ITERATIONS:,}")
         _check(self.eval_every >= 1, "schedule.eval_every", self.eval_every,
                "schedule.eval_every >= 1")
+        _check_cadence("schedule.eval_every", self.eval_every, self.iterations, "full")
         _check(self.cheap_every >= 0, "schedule.cheap_every", self.cheap_every,
                "schedule.cheap_every >= 0 (0: no cheap evaluations)")
+        if self.cheap_every:
+            _check_cadence("schedule.cheap_every", self.cheap_every, self.iterations, "cheap")
+
+    def is_full(self, iteration: int) -> bool:
+        """Whether `iteration` gets the full evaluation (every metric, a sample grid, a
+        checkpoint): iteration 0, every `eval_every`, and the last."""
+        return iteration % self.eval_every == 0 or iteration == self.iterations
+
+    def is_cheap(self, iteration: int) -> bool:
+        """Whether `iteration` gets only the cheap evaluation: a multiple of `cheap_every` that
+        is not a full point (a full evaluation measures the cheap metrics too)."""
+        return (self.cheap_every > 0 and 0 < iteration <= self.iterations
+                and iteration % self.cheap_every == 0 and not self.is_full(iteration))
 
     def evaluation_points(self) -> list[int]:
-        """Iterations of the full evaluation (every metric, a sample grid, a checkpoint)."""
+        """Iterations of the full evaluation, in order."""
         points = list(range(0, self.iterations + 1, self.eval_every))
         return points if points[-1] == self.iterations else [*points, self.iterations]
 
     def cheap_points(self) -> list[int]:
-        """Iterations of the cheap evaluation: multiples of `cheap_every` up to `iterations`
-        that are not full evaluation points (a full evaluation measures the cheap metrics too)."""
+        """Iterations of the cheap evaluation, in order."""
         if self.cheap_every == 0:
             return []
-        full = set(self.evaluation_points())
         return [i for i in range(self.cheap_every, self.iterations + 1, self.cheap_every)
-                if i not in full]
+                if not self.is_full(i)]
+
+    def rule(self, cheap: bool = True) -> dict[str, int]:
+        """The schedule as a trajectory records it: the rule, not its points (a list of 10**7
+        points made a 230 MB parquet footer). `cheap_every` is 0 where no cheap evaluation is
+        recorded: none asked, none between the full ones, or `cheap=False`."""
+        c = self.cheap_every
+        has_cheap = cheap and 0 < c < self.iterations and c % self.eval_every != 0
+        return {"iterations": self.iterations, "eval_every": self.eval_every,
+                "cheap_every": c if has_cheap else 0}
 
 
 @dataclass
@@ -134,7 +174,7 @@ class LoopSpec:
     ema_decay: float = 0.5 ** (32 / 10_000)  # 0.99778
     # Mirror each real training image at random (p 0.5, per sample, seeded) wherever it enters
     # training: every reference loop does (RandomHorizontalFlip; rosinality train.py, CDC
-    # train.py:104). Evaluation always uses the unflipped images.
+    # train.py:583). Evaluation always uses the unflipped images.
     flip: bool = True
     # "ada": ADA's non-leaking augmentation of real and fake images before D, with an adaptive
     # probability p (rosinality non_leaking.py; CDC train.py:218-258, its --augment).
@@ -175,11 +215,12 @@ class MetricsSpec:
     `protocol` names a registered protocol (`adaptscope.protocols`) that fixes the settings
     marked below; a config may leave them out or repeat the protocol's values, and a run whose
     settings depart from them is recorded as protocol "custom". Empty or "custom": the settings
-    as given (recorded as the protocol they match, if any). The defaults are the "clean"
-    protocol's.
+    as given (recorded as the protocol they match, if any). "auto" (the default) follows the
+    target: "embedded" for a ToyFaces domain, "clean" for an image folder, so real images are
+    never measured with the toy network unless asked. The settings' defaults are "clean"'s.
     """
 
-    protocol: str = ""
+    protocol: str = AUTO
     fid_backbone: str = "inception"  # [protocol] a `build_extractor` name
     fid_n_gen: int = 5000  # [protocol]
     fid_n_real: int = 0  # [protocol] real images for FID/KID/PRDC: 0 = the full target set
@@ -223,7 +264,7 @@ class MetricsSpec:
         _check(self.lpips_small_clusters in LPIPS_SMALL_CLUSTER_RULES,
                "metrics.lpips_small_clusters", self.lpips_small_clusters,
                "one of " + ", ".join(f'"{c}"' for c in LPIPS_SMALL_CLUSTER_RULES))
-        if self.protocol not in ("", CUSTOM):
+        if self.protocol not in ("", CUSTOM, AUTO):
             PROTOCOLS.get(self.protocol)  # an unknown name fails listing the registered ones
 
 
@@ -233,9 +274,10 @@ def apply_protocol(metrics: MetricsSpec) -> MetricsSpec:
     A named protocol sets the settings a config leaves at their defaults. A setting given another
     value departs from it: the run then measures with that value and records the protocol it
     matches, usually "custom", never the name it departed from (`adaptscope run` says so).
-    Without a name, the settings are kept and recorded as the protocol they equal, or "custom".
+    Without a name (or with "auto", which only `resolve_metrics` can decide, knowing the target),
+    the settings are kept and recorded as the protocol they equal, or "custom".
     """
-    if metrics.protocol in ("", CUSTOM):
+    if metrics.protocol in ("", CUSTOM, AUTO):
         settings = {k: getattr(metrics, k) for k in PROTOCOL_SETTINGS}
     else:
         default = MetricsSpec()
@@ -255,11 +297,19 @@ def protocol_departures(requested: str, metrics: MetricsSpec) -> list[str]:
             for k, v in fixed.items() if getattr(metrics, k) != v]
 
 
+def requested_protocol(metrics: MetricsSpec, target: TargetSpec) -> str:
+    """The protocol `metrics` names, with "auto" decided by the target: "embedded" for a
+    ToyFaces domain (the toy network is all the embedded world has), "clean" for images."""
+    if metrics.protocol != AUTO:
+        return metrics.protocol
+    return "embedded" if target.is_toyfaces else "clean"
+
+
 def resolve_metrics(metrics: MetricsSpec, target: TargetSpec) -> MetricsSpec:
     """`metrics` with its protocol applied (`apply_protocol`) and its "auto" settings decided by
-    the target: a ToyFaces target gets the toy realism head and the ground-truth measures, an
-    image folder neither."""
-    metrics = apply_protocol(metrics)
+    the target: a ToyFaces target gets the embedded protocol, the toy realism head and the
+    ground-truth measures; an image folder the clean protocol and neither."""
+    metrics = apply_protocol(replace(metrics, protocol=requested_protocol(metrics, target)))
     changes: dict[str, Any] = {}
     if metrics.realism == AUTO:
         changes["realism"] = "toy" if target.is_toyfaces else "none"
@@ -305,6 +355,7 @@ class RunSpec:
     threads: int = 1
 
     def __post_init__(self) -> None:
+        _check_seed("seed", self.seed)
         _check(self.threads >= 1, "threads", self.threads, "threads >= 1")
         self.metrics = resolve_metrics(self.metrics, self.target)
 
@@ -375,6 +426,8 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         _check(self.threads >= 1, "threads", self.threads, "threads >= 1")
         _check(self.workers >= 0, "workers", self.workers, "workers >= 0 (0: one per CPU core)")
+        for seed in self.seeds:
+            _check_seed("seeds", seed)
 
     def runs(self) -> list[RunSpec]:
         return [self.spec_for(m, s) for m in self.methods for s in self.seeds]

@@ -6,6 +6,15 @@ from pathlib import Path
 
 import pytest
 from _tiny_world import make_source_checkpoint
+from slurm_cluster import require_slurm
+
+
+@pytest.fixture(scope="session")
+def requires_slurm() -> None:
+    """Every test that needs SLURM asks for this, directly or through its cluster fixture, so
+    one place decides: skipped with the reason where no cluster can run here, failed instead
+    under ADAPTSCOPE_REQUIRE_SLURM=1 (CI), and no cluster is started for nothing."""
+    require_slurm()
 
 
 @pytest.fixture(autouse=True)

@@ -17,8 +17,9 @@ or as a script::
     python tests/slurm_cluster.py stop --dir DIR
 
 Needs root (SlurmUser=root, slurmd launches jobs as the submitting user) and the Debian
-packages ``slurm-wlm`` and ``munge``. ``slurm_unavailable_reason()`` says why not, so tests
-can skip with that reason instead of passing silently.
+packages ``slurm-wlm`` and ``munge``. ``slurm_unavailable_reason()`` says why not;
+``require_slurm()`` (behind the ``requires_slurm`` fixture of tests/conftest.py) skips a test
+with that reason, or fails it under ``ADAPTSCOPE_REQUIRE_SLURM=1`` (set by .ci/run).
 """
 
 from __future__ import annotations
@@ -67,6 +68,27 @@ def slurm_unavailable_reason() -> str | None:
         )
         return f"SLURM binaries missing: {', '.join(missing)}; {how}"
     return None
+
+
+REQUIRE_ENV = "ADAPTSCOPE_REQUIRE_SLURM"  # set to 1 where a missing cluster is an error (CI)
+
+
+def slurm_required() -> bool:
+    """Whether this session must run the SLURM tests (CI installs SLURM and sets the variable)."""
+    return os.environ.get(REQUIRE_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def require_slurm() -> None:
+    """Skip the calling test where no cluster can run, with the reason; fail it instead under
+    `ADAPTSCOPE_REQUIRE_SLURM=1`, so CI cannot pass by skipping the cluster tests."""
+    import pytest  # here, so the script runs without pytest (e.g. `sudo python3 ... install`)
+
+    reason = slurm_unavailable_reason()
+    if reason is None:
+        return
+    if slurm_required():
+        pytest.fail(f"{REQUIRE_ENV}=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 def install() -> None:

@@ -122,8 +122,8 @@ def test_cheap_rows_appear_between_the_full_ones(source_checkpoint, tmp_path):
         ("eval", 0), ("cheap", 2), ("eval", 3), ("cheap", 4), ("eval", 6)]
 
     protocol = read_metadata(run_dir)["protocol"]
-    assert protocol["evaluation_iterations"] == [0, 3, 6]
-    assert protocol["cheap_evaluation_iterations"] == [2, 4]
+    assert protocol["schedule"] == {"iterations": 6, "eval_every": 3, "cheap_every": 2}
+    assert "evaluation_iterations" not in protocol  # the rule, never the list of points
     assert protocol["cheap_n_samples"] == 24  # 200 asked, the full evaluation draws 24
 
     assert load_trajectories(run_dir, evaluation="full")["iteration"].tolist() == [0, 3, 6]

@@ -1,9 +1,11 @@
 """The evaluator end to end on generators whose answers are known by construction.
 
 Each stand-in "generator" returns chosen real images instead of samples: images drawn from the
-full target set, the ten shots themselves, one image repeated. The expected numbers come from
-the definitions (FID against the full set, intra-LPIPS around the shots computed pair by pair
-with the toy net's own distance), never from the evaluator's helpers.
+full target set, the ten shots themselves, one image repeated, shots blended with other faces;
+a stand-in attribute head gives the ground truth chosen attributes. The expected numbers come
+from the definitions (FID against the full set, intra-LPIPS and LPIPS memorisation from the toy
+net's own pairwise distance, attribute matches counted by hand), never from the evaluator's
+helpers.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import pytest
 import torch
 from _fakes import ImagesAsGenerator
 
+from adaptscope.embedded import toyfaces
+from adaptscope.embedded.groundtruth import COVERAGE_ATTRIBUTES
 from adaptscope.embedded.toynet import load_toynet
 from adaptscope.files import save_torch
 from adaptscope.images import from_uint8, to_uint8
@@ -121,3 +125,79 @@ def test_realism_is_the_classifier_mean(target, tmp_path):
                        realism_classifier=str(tmp_path / "p.pt"))
     assert metrics["realism_pt"] == pytest.approx(0.25, abs=1e-6)
     assert math.isnan(evaluate(target, target.full[:N], realism="none")["realism_pt"])
+
+
+class KnownAttributes:
+    """Stands in for the toy net's attribute head: the next rows of `rows`, whatever the image."""
+
+    def __init__(self, rows: np.ndarray):
+        self.rows, self.done = rows, 0
+
+    def predict_attributes(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.as_tensor(self.rows[self.done:self.done + len(x)])
+        self.done += len(x)
+        return out
+
+
+def test_ground_truth_replication_reads_what_sunglasses_show_and_coverage_the_full_set(
+        target, monkeypatch):
+    """Predicted attributes chosen by hand: 20 shots with their (hidden) eye size flipped, the
+    10 shots, 30 full-set faces unlike every shot in what sunglasses show. Replication and
+    agreement compare the visible attributes only; coverage counts the full set's combinations
+    of the coverage attributes."""
+    names = list(toyfaces.ATTRIBUTE_NAMES)
+    visible = [k for k, name in enumerate(names) if name != "eye_size"]
+    eye = names.index("eye_size")
+    shots = toyfaces.attributes("sunglasses", target.shot_indices)
+    full = toyfaces.attributes("sunglasses", range(len(target.full)))
+    flipped = np.concatenate([shots, shots])
+    flipped[:, eye] = 1 - flipped[:, eye]  # two levels
+    shown = {tuple(row[visible]) for row in shots}
+    unlike = np.stack([row for row in full if tuple(row[visible]) not in shown][:30])
+    rows = np.concatenate([flipped, shots, unlike])
+    assert len(rows) == N
+
+    # FID's real set cut to N images (not read here); coverage still reads the full set
+    evaluator = Evaluator(settings(ground_truth=True, fid_n_real=N), target, seed=0)
+    monkeypatch.setattr(evaluator.ground_truth, "net", KnownAttributes(rows))
+    metrics = evaluator.evaluate(ImagesAsGenerator(target.full[:N])).metrics
+
+    assert metrics["gt_replication"] == pytest.approx(30 / N)  # the flipped and plain shots
+    whole = {tuple(row) for row in shots}
+    assert np.mean([tuple(row) in whole for row in rows]) != pytest.approx(30 / N)
+    agreement = np.mean([max(np.mean(row[visible] == shot[visible]) for shot in shots)
+                         for row in rows])
+    assert metrics["gt_shot_agreement"] == pytest.approx(agreement)
+    assert agreement > 30 / N and np.mean(
+        [max(np.mean(row == shot) for shot in shots) for row in rows]) < agreement
+    cols = [names.index(a) for a in COVERAGE_ATTRIBUTES]
+    reference = {tuple(row[cols]) for row in full}
+    found = {tuple(row[cols]) for row in rows}
+    assert metrics["gt_coverage"] == pytest.approx(len(found & reference) / len(reference))
+    assert len(found & reference) < len(reference)  # against the shots it would be 1
+
+
+def test_lpips_memorisation_counts_samples_inside_half_the_shots_nearest_gap(target):
+    """Shots blended with other faces (from pure copies to mostly the other face) and 30 faces
+    of the full set. A sample is memorised when its LPIPS to its nearest shot is below half that
+    shot's LPIPS to its nearest other shot; the distances from the toy net's own LPIPS."""
+    g = torch.Generator().manual_seed(4)
+    others = target.full[torch.randperm(len(target.full), generator=g)[:30]]
+    alpha = torch.linspace(0.0, 0.9, 30)[:, None, None, None]
+    blends = (1 - alpha) * target.shots[torch.arange(30) % 10] + alpha * others
+    samples = quantised(torch.cat([blends, others]))
+    net = load_toynet()
+    with torch.no_grad():
+        to_shot = torch.stack([net.lpips_distance(samples, s.expand_as(samples))
+                               for s in target.shots], dim=1).double()
+        between = torch.stack([net.lpips_distance(target.shots, s.expand_as(target.shots))
+                               for s in target.shots], dim=1).double()
+    gap = between.fill_diagonal_(math.inf).min(1).values  # each shot's nearest other shot
+    nearest = to_shot.argmin(1)
+    ratio = to_shot[torch.arange(N), nearest] / gap[nearest]
+    assert ((ratio - 0.5).abs() > 0.01).all()  # none on the line: no rounding can flip one
+    expected = float((ratio < 0.5).double().mean())
+    assert 0.2 < expected < 0.5 and float((ratio < 1).double().mean()) > expected + 0.1
+    # a real set of N images for FID and the other feature metrics, which this does not read
+    memorised = evaluate(target, samples, fid_n_real=N)["memorised_lpips"]
+    assert memorised == pytest.approx(expected, abs=1e-12)

@@ -1,4 +1,5 @@
-"""AdAM: importance from a known Fisher, the modulation's maths, the two stages' masks, resume.
+"""AdAM: importance from a known Fisher, the probe Fisher itself, the modulation's maths, the two
+stages' masks, resume.
 
 Expectations are written out by hand or from the definition W * (1 + v u^T), element by element,
 never with the code under test.
@@ -11,7 +12,9 @@ import copy
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 from _tiny_world import run_crashing_at, tiny_spec
+from torch.func import functional_call
 
 from adaptscope import load_trajectories
 from adaptscope.errors import ConfigError
@@ -122,6 +125,74 @@ def test_zero_modulations_give_the_plain_generators_image_and_ds_logits():
         img, _ = method.generate(g, mods, [z], noise=noise)
         assert torch.equal(img, g([z], noise=noise)[0])
         assert torch.equal(method.d_logits(None, img), d(img))
+
+
+def modulated(net: torch.nn.Module, leaves: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`net`'s parameters under modulations keyed 'u:name', 'v:name', 'b:name', from the
+    definition: W * (1 + v u^T) with v over output units, bias + b."""
+    params, out = dict(net.named_parameters()), {}
+    for key, t in leaves.items():
+        kind, name = key.split(":", 1)
+        if kind == "b":
+            out[name] = params[name] + t
+        elif kind == "u":
+            w = params[name]
+            out[name] = w * (1 + torch.outer(leaves["v:" + name], t).view(w.shape))
+    return out
+
+
+def test_probe_fisher_is_the_mean_squared_per_sample_gradient_of_each_networks_loss():
+    """G's term: -log D(G(z)) through g_ema and the probe modulations' moving average, by the
+    modulated D; D's term: D's logistic loss on one (randomly mirrored) shot and that fake, by
+    D's live probe modulations. Both recomputed per sample with autograd, the draws replayed."""
+    method, _ = built(n_fisher=3)
+    ctx = method.ctx
+    live_g, ema_g, live_d = method.mods["g"][0], method.ema_g_modules[0], method.mods["d"][0]
+    with torch.no_grad():  # modulations far from zero, and an average unlike the live ones
+        for m in (live_g, ema_g, live_d):
+            for p in m.parameters():
+                p.copy_(0.3 * torch.randn_like(p))
+
+    def leaves(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+        return {f"{kind}:{key.replace(':', '.')}": p.detach().clone().requires_grad_(True)
+                for kind in ("u", "v", "b") for key, p in getattr(module, kind).items()}
+
+    g_leaves, d_leaves = leaves(ema_g), leaves(live_d)
+    # every G parameter but the constant input is modulated, the mapping network's too; in D
+    # the convs of its blocks, not its final layers
+    g_names = [n for n, _ in ctx.g.named_parameters() if n != "input.input"]
+    shifted = [n for n in g_names if n.endswith(("bias", "noise.weight"))]
+    assert set(g_leaves) == ({"b:" + n for n in shifted}
+                             | {f"{k}:{n}" for n in g_names if n not in shifted for k in "uv"})
+    assert all(n.split(":", 1)[1].startswith("convs.") for n in d_leaves)
+
+    torch.manual_seed(7)
+    fisher = method._fisher()
+    torch.manual_seed(7)  # the same draws: z, a shot, its mirroring, G's noise maps
+    expected = {"g": {k: torch.zeros_like(v) for k, v in g_leaves.items()},
+                "d": {k: torch.zeros_like(v) for k, v in d_leaves.items()}}
+    for _ in range(3):
+        z = torch.randn(1, ctx.g.style_dim)
+        real = ctx.shots[torch.randint(len(ctx.shots), (1,))]
+        real = real.flip(3) if torch.rand(()).item() < 0.5 else real
+        fake, _ = functional_call(ctx.g_ema, modulated(ctx.g_ema, g_leaves), ([z],))
+
+        def d(x: torch.Tensor) -> torch.Tensor:
+            return functional_call(ctx.d, modulated(ctx.d, d_leaves), (x,))
+
+        g_loss = -F.logsigmoid(d(fake)).sum()  # -log D(G(z))
+        d_loss = -F.logsigmoid(d(real)).sum() - F.logsigmoid(-d(fake)).sum()
+        for which, loss, group in (("g", g_loss, g_leaves), ("d", d_loss, d_leaves)):
+            grads = torch.autograd.grad(loss, list(group.values()), retain_graph=True)
+            for k, grad in zip(group, grads, strict=True):
+                expected[which][k] += grad.pow(2) / 3
+    for which in ("g", "d"):
+        assert fisher[which].keys() == expected[which].keys()
+        for k, value in fisher[which].items():
+            torch.testing.assert_close(value, expected[which][k], rtol=1e-4, atol=1e-12,
+                                       msg=f"{which} {k}")
+    assert fisher["g"]["u:style.1.weight"].sum() > 0  # the mapping network's modulations count
+    assert fisher["d"]["v:convs.1.conv1.0.weight"].sum() > 0
 
 
 def same(a: torch.nn.Module, b: torch.nn.Module, skip: str = "§") -> bool:

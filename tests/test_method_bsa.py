@@ -1,5 +1,6 @@
 """BSA: only scales, shifts and codes change; the identity affine is the source generator; the
-reconstruction improves; its regularisers and the differentiable LPIPS on known answers."""
+reconstruction improves; its loss terms, its regularisers and the differentiable LPIPS on known
+answers."""
 
 from __future__ import annotations
 
@@ -132,6 +133,53 @@ def test_reconstruction_of_the_shots_improves_over_a_few_steps():
     for it in range(6):
         step(it, ctx.shots[:4])
     assert recon_error() < 0.85 * start
+
+
+def test_loss_terms_are_the_weighted_definitions_replayed_by_hand():
+    """Each term from its definition, with the same draws (the codes' jitter, the noise maps, the
+    prior's latents): weight x mean |G(w) - shot|, weight x the toy net's mean LPIPS, weight x
+    (mean nearest-code + mean nearest-sample squared distance) to the standardised source W
+    prior, weight x sum over layers of mean (scale - 1)^2 + mean shift^2; G(w) with each
+    channel's scale and shift on the constant input and on every modulated conv's output."""
+    method = fresh_bsa(pixel_weight=2.0, perceptual_weight=3.0, emd_weight=0.5, emd_samples=2,
+                       stats_weight=0.7, code_jitter=0.05)
+    g, shots, codes, stats = method.ctx.g, method.ctx.shots, method.codes, method.stats
+    with torch.no_grad():  # statistics and codes away from their start
+        for t in [*stats.scales, *stats.shifts, codes.codes]:
+            t.add_(0.2 * torch.randn_like(t))
+    torch.manual_seed(5)
+    losses = method.g_extra_losses(None, None)
+    torch.manual_seed(5)
+
+    with torch.no_grad():
+        c = codes.codes.detach()
+        jitter = 0.05 * torch.randn(c.shape)
+        noise = g.make_noise(len(c))
+        w = codes.w_mean + codes.w_std * (c + jitter)  # a code is standardised W
+        targets = [g.input, g.conv1.conv, *[layer.conv for layer in g.convs]]
+        hooks = [m.register_forward_hook(
+            lambda _m, _i, out, s=s, b=b: out * s[None, :, None, None] + b[None, :, None, None])
+            for m, s, b in zip(targets, stats.scales, stats.shifts, strict=True)]
+        try:
+            img, _ = g([w], input_is_latent=True, noise=noise)
+        finally:
+            for h in hooks:
+                h.remove()
+        plain, _ = g([w], input_is_latent=True, noise=noise)
+        prior_w = g.style(torch.randn(2 * len(c), g.style_dim))
+        prior = (prior_w - codes.w_mean) / codes.w_std
+        sq = torch.tensor([[float(((a - b) ** 2).sum()) for b in prior] for a in c])
+        emd_by_hand = sq.min(0).values.mean() + sq.min(1).values.mean()
+        reg = sum(float(((s - 1) ** 2).mean() + (b ** 2).mean())
+                  for s, b in zip(stats.scales, stats.shifts, strict=True))
+        expected = {"bsa_pixel": 2.0 * float((img - shots).abs().mean()),
+                    "bsa_perceptual": 3.0 * float(method.ctx.perceptual.lpips_distance(
+                        img, shots).mean()),
+                    "bsa_emd": 0.5 * float(emd_by_hand), "bsa_stats": 0.7 * reg}
+    assert losses.keys() == expected.keys()
+    for key, value in expected.items():
+        assert losses[key].item() == pytest.approx(value, rel=1e-4), key
+    assert reg > 0 and float((img - plain).abs().max()) > 0  # the statistics act
 
 
 def test_emd_on_known_codes_and_samples():

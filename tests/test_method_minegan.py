@@ -6,18 +6,25 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import replace
 
 import pytest
 import torch
+from _fast_loop import RecordingTracker, install
 from _tiny_world import tiny_spec
 from torch import nn
 
 from adaptscope import load_trajectories
+from adaptscope.embedded import toyfaces
 from adaptscope.errors import ConfigError
+from adaptscope.images import to_uint8
 from adaptscope.methods import MethodContext, get_method
 from adaptscope.methods.base import AdaptedGenerator
-from adaptscope.models import Discriminator, Generator
-from adaptscope.spec import LoopSpec
+from adaptscope.methods.minegan import MineGAN
+from adaptscope.models import Discriminator, FixedLatents, Generator
+from adaptscope.spec import LoopSpec, MetricsSpec, ScheduleSpec
+from adaptscope.track.evaluate import EVAL_SEED_OFFSET, Evaluator
+from adaptscope.track.target import TargetData
 from adaptscope.train.loop import run_adaptation
 from adaptscope.train.step import GANStep
 
@@ -146,6 +153,48 @@ def test_evaluation_samples_through_live_miners_or_their_averages(live):
         used = method.extra_g_modules()[0] if live else method.ema_g_modules[0]
         expected, _ = ctx.g_ema([used(z)], noise=noise)
     torch.testing.assert_close(image, expected)
+
+
+def test_a_rows_samples_are_g_ema_through_the_live_miners(source_checkpoint, tmp_path,
+                                                         monkeypatch):
+    """What the loop hands evaluation, measured by the real evaluator: its first samples are
+    G_ema fed the live miner's z, with the input miner's constant as its 4x4 input, computed
+    here on a copy of G_ema from the same fixed latents."""
+    install(monkeypatch)
+    methods = []
+    build_method = MineGAN.build
+    monkeypatch.setattr(MineGAN, "build", lambda self: (methods.append(self), build_method(self)))
+    images = toyfaces.render_tensor("sunglasses", range(16), 16)
+    metrics = MetricsSpec(fid_backbone="toy", fid_n_gen=8, lpips_backbone="toy",
+                          lpips_n_samples=8, realism="none", ground_truth=False, n_grid=4,
+                          batch_size=4)
+    evaluator = Evaluator(metrics, TargetData(images, images[:10], "16 images"), seed=0)
+    grids = {}
+
+    def record(self, iteration, images_seen, wall_time_s, sampled, training=None):
+        if iteration == 2:  # after the miners and G have trained
+            grids[iteration] = evaluator.evaluate(sampled).grid
+
+    monkeypatch.setattr(RecordingTracker, "record", record)
+    spec = tiny_spec(source_checkpoint, "minegan", method_params={"miner_iterations": 1},
+                     schedule=ScheduleSpec(iterations=2, eval_every=2))
+    run_adaptation(replace(spec, train=replace(spec.train, lr=0.02)), tmp_path / "run")
+    method = methods[0]
+    g_ema = method.ctx.g_ema
+    z, noise = FixedLatents(g_ema, EVAL_SEED_OFFSET).draw(4)  # the evaluator's first four
+
+    def sampled_by_hand(g: Generator, miner: nn.Module, input_miner: nn.Module) -> torch.Tensor:
+        g = copy.deepcopy(g)
+        with torch.no_grad():
+            g.input.input.copy_(input_miner(1))
+            return torch.from_numpy(to_uint8(g([miner(z)], noise=noise)[0])).int()
+
+    grid = torch.from_numpy(grids[2]).int()
+    expected = sampled_by_hand(g_ema, *method.extra_g_modules())
+    assert (grid - expected).abs().max() <= 1  # 8-bit rounding of equal images
+    for other in (sampled_by_hand(g_ema, *method.ema_g_modules),  # the miners' averages
+                  sampled_by_hand(method.ctx.g, *method.extra_g_modules())):  # G, not G_ema
+        assert (grid - other).abs().max() > 1
 
 
 def test_mine_stage_leaves_g_untouched_then_joint_stage_trains_it():

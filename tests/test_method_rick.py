@@ -176,6 +176,44 @@ def test_pruned_filters_are_zero_and_preserved_filters_keep_their_source_weights
         assert n_pruned > 0 and n_kept > 0 and n_moved > 0, net
 
 
+def test_after_the_warm_up_g_trains_its_convs_and_d_all_but_its_first_block():
+    """From the first step after the warm-up: G's mapping, constant input, first layer and ToRGBs
+    stay the source's, with no optimiser state, and D's first block too; in the ranked units
+    preserved filters keep their weights and pruned ones stay zero for good, while every other
+    parameter of G's convs and of D's later blocks and final layers moves."""
+    method = make(warmup_iter=1, fisher_every=100, n_fisher=2, prune_percentile=10.0,
+                  preserve_percentile=50.0)  # estimated after step 0, for step 1 on
+    ctx = method.ctx
+    step = trainer(method)
+    step(0, ctx.shots[:2])  # the warm-up step
+    before = {"g": snapshot(ctx.g), "d": snapshot(ctx.d)}
+    source = {"g": snapshot(ctx.g_source), "d": snapshot(ctx.d_source)}
+    frozen = {"g": lambda n: not n.startswith("convs."), "d": lambda n: n.startswith("convs.0.")}
+    for it in (1, 2):
+        step(it, ctx.shots[:2])
+        for net, model in (("g", ctx.g), ("d", ctx.d)):
+            opt = step.g_opt if net == "g" else step.d_opt
+            masked, counts = method.pruned[net].keys(), [0, 0, 0]  # pruned, kept, moved
+            for name, p in model.named_parameters():
+                if frozen[net](name):
+                    assert torch.equal(p, source[net][name]), (it, name)
+                    assert p not in opt.state, name
+                elif name in masked:
+                    pruned = method.pruned[net][name]
+                    kept = method.preserved[net][name] & ~pruned
+                    now, start = filters(p), filters(before[net][name])
+                    assert (now[pruned] == 0).all(), (it, name)
+                    assert torch.equal(now[kept], start[kept]), (it, name)
+                    free = ~pruned & ~kept
+                    moved = (now[free] != start[free]).reshape(int(free.sum()), -1).any(1)
+                    counts = [counts[0] + int(pruned.sum()), counts[1] + int(kept.sum()),
+                              counts[2] + int(moved.sum())]
+                else:
+                    assert not torch.equal(p, before[net][name]), (it, name)
+            assert all(counts), (it, net, counts)
+            before[net] = snapshot(model)
+
+
 def test_pruned_sets_accumulate_and_preserved_sets_are_replaced():
     method = make(warmup_iter=5, fisher_every=100, n_fisher=1, prune_percentile=10.0,
                   preserve_percentile=50.0)

@@ -102,3 +102,36 @@ def test_plugins_must_be_a_list_of_strings(tmp_path):
     config.write_text("plugins = 3\n")
     with pytest.raises(ConfigError, match="plugins must be a list"):
         load_experiment(config)
+
+
+@pytest.mark.parametrize("body,named", [
+    ("import sys\nsys.exit(3)\n", "called sys.exit(3) while being imported"),
+    ("class Stop(BaseException):\n    pass\nraise Stop('no')\n",
+     "failed while being imported: Stop: no"),
+])
+def test_a_plugin_that_exits_on_import_is_one_error_naming_it(body, named, tmp_path):
+    plugin = tmp_path / "quits.py"
+    plugin.write_text(body)
+    out = tmp_path / "runs"
+    for args in (["run", "--methods", "tgan", "--out", str(out)], ["methods"]):
+        result = CliRunner().invoke(app, [*args, "--plugin", str(plugin)])
+        assert result.exit_code == 2, result.output  # before: 3 (or 1), and no message
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and f"plugin {plugin} {named}" in errors[0]
+        assert "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_ctrl_c_while_a_plugin_imports_stays_a_ctrl_c(tmp_path):
+    plugin = tmp_path / "slow.py"
+    plugin.write_text("raise KeyboardInterrupt\n")
+    with pytest.raises(KeyboardInterrupt):
+        import_plugins([str(plugin)])
+
+
+def test_each_plugin_loaded_is_named_once_on_stderr():
+    result = CliRunner().invoke(app, ["methods", "--plugin", str(EXAMPLE)])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [f"loading plugin {EXAMPLE}"]
+    result = CliRunner().invoke(app, ["methods", "--plugin", str(EXAMPLE)])
+    assert result.stderr == ""  # imported already in this process

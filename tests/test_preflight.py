@@ -135,8 +135,8 @@ def test_a_folder_target_runs_with_the_default_settings(source_checkpoint, tmp_p
     folder = write_pngs(tmp_path / "my-folder", 12)
     out = tmp_path / "runs"
     result = cli.invoke(app, tiny_args(source_checkpoint, "--target", str(folder),
-                                       "--iterations", "2", "--eval-every", "2",
-                                       "--out", str(out)))
+                                       "--protocol", "embedded", "--iterations", "2",
+                                       "--eval-every", "2", "--out", str(out)))
     assert result.exit_code == 0, result.output
     [run_dir] = [p for p in out.iterdir() if p.is_dir()]
     config = read_toml(run_dir / "config.toml")  # what ran

@@ -5,6 +5,7 @@ checked against the reference packages on features extracted here, independently
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import fields, replace
 
 import numpy as np
@@ -81,6 +82,61 @@ def test_an_unknown_protocol_fails_listing_the_registered_names(make):
         assert name in text
 
 
+# --- the LPIPS settings agree with the sources they cite ---------------------------------------
+
+LPIPS_SETTINGS = ("lpips_backbone", "lpips_n_samples", "lpips_max_per_cluster", "lpips_members",
+                  "lpips_small_clusters")
+# What a provenance text says, read off its own words: (pattern, setting, value or a function of
+# the match). A number or a name in the text is taken from the text, never from the protocol.
+CLAIMS = (
+    (r"net='(\w+)'", "lpips_backbone", lambda m: m.group(1)),
+    (r"(\d[\d,]*) generated images clustered", "lpips_n_samples",
+     lambda m: int(m.group(1).replace(",", ""))),
+    (r"cluster_size = (\d+)", "lpips_max_per_cluster", lambda m: int(m.group(1))),
+    (r"the first (\d+) members", "lpips_max_per_cluster", lambda m: int(m.group(1))),
+    (r"the first \d+ members", "lpips_members", lambda m: "first"),
+    (r"random\.shuffle", "lpips_members", lambda m: "random"),
+    (r"NaN mean and the final average skips NaNs", "lpips_small_clusters", lambda m: "drop"),
+    (r"empty or singleton cluster counts as 0", "lpips_small_clusters", lambda m: "zero"),
+)
+# Settings no outside source states: the embedded world's own toy network and sample count, and
+# WeditGAN's backbone and sample count (its sources name only its member rules).
+UNCITED = {("embedded", "lpips_backbone"), ("embedded", "lpips_n_samples"),
+           ("weditgan", "lpips_backbone"), ("weditgan", "lpips_n_samples")}
+
+
+LPIPS_RULES = ("lpips_max_per_cluster", "lpips_members", "lpips_small_clusters")
+
+
+def cited_texts(name: str) -> list[str]:
+    """The protocol's provenance texts; "lpips rules": "as <protocol>" stands for that
+    protocol's texts of the three member rules."""
+    texts = []
+    for key, text in PROTOCOLS[name].sources.items():
+        other = re.fullmatch(r"as ([\w-]+)", text)
+        if other is None:
+            texts.append(text)
+            continue
+        assert key == "lpips rules", (name, key)
+        texts += [PROTOCOLS[other.group(1)].sources.get(rule, "") for rule in LPIPS_RULES]
+    return texts
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_lpips_setting_agrees_with_the_source_it_cites(name):
+    protocol = PROTOCOLS[name]
+    claimed: dict[str, set] = {}
+    for text in cited_texts(name):
+        for pattern, setting, value in CLAIMS:
+            for match in re.finditer(pattern, one_line(text)):
+                claimed.setdefault(setting, set()).add(value(match))
+    for setting in LPIPS_SETTINGS:
+        if (name, setting) in UNCITED:
+            assert setting not in claimed, f"{name}.{setting} is cited now: check it"
+            continue
+        assert claimed.get(setting) == {getattr(protocol, setting)}, (name, setting)
+
+
 # --- apply_protocol ----------------------------------------------------------------------------
 
 
@@ -129,7 +185,7 @@ def test_custom_keeps_the_settings_and_is_recorded_as_custom():
 def test_settings_equal_to_the_embedded_protocol_are_recorded_as_embedded():
     applied = apply_protocol(MetricsSpec(**EMBEDDED))
     assert applied.protocol == "embedded"
-    assert replace(applied, protocol="") == MetricsSpec(**EMBEDDED)
+    assert replace(applied, protocol=MetricsSpec().protocol) == MetricsSpec(**EMBEDDED)
 
 
 @pytest.mark.parametrize("metrics", [

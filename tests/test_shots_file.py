@@ -188,7 +188,8 @@ def test_a_run_adapts_on_the_listed_shots_and_records_the_list(source_checkpoint
     out = tmp_path / "runs"
     result = cli.invoke(app, [
         "run", "--methods", "tgan", "--set", f"source.checkpoint={source_checkpoint}",
-        "--target", str(folder), "--set", f"target.shots_file={shots_file}",
+        "--target", str(folder), "--protocol", "embedded", "--set",
+        f"target.shots_file={shots_file}",
         "--set", "target.shots=3", "--iterations", "0", "--set", "metrics.fid_n_gen=24",
         "--set", "metrics.lpips_n_samples=20", "--set", "metrics.n_grid=4",
         "--set", "metrics.batch_size=12", "--workers", "1", "--out", str(out)])

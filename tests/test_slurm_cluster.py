@@ -1,6 +1,7 @@
 """The SLURM test harness itself: a real cluster starts, runs jobs and submitit arrays, stops.
 
-Skipped (with the reason) where `slurm_unavailable_reason()` says a cluster cannot run.
+Every test needs the `requires_slurm` fixture (tests/conftest.py): skipped with the reason where
+a cluster cannot run, failed instead under ADAPTSCOPE_REQUIRE_SLURM=1 (as in CI).
 `test_stop_leaves_no_recorded_daemon` stops the shared cluster, so it stays last.
 """
 
@@ -12,15 +13,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from slurm_cluster import SlurmCluster, is_alive, slurm_unavailable_reason
+from slurm_cluster import SlurmCluster, is_alive
+
+pytestmark = pytest.mark.usefixtures("requires_slurm")
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[SlurmCluster]:
+def cluster(requires_slurm: None) -> Iterator[SlurmCluster]:
     """One cluster for the module: start-up (a few seconds) dominates these tests."""
-    reason = slurm_unavailable_reason()
-    if reason:
-        pytest.skip(reason)
     slurm = SlurmCluster(startup_timeout=60)
     slurm.start()
     try:

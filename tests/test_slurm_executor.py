@@ -1,6 +1,7 @@
 """Runs on a real single-node SLURM cluster (tests/slurm_cluster.py), driven through the CLI, and
-the run-folder states `adaptscope status` reads. Without SLURM (not root, no apt, no binaries)
-the cluster tests are skipped with the reason; the rest run everywhere."""
+the run-folder states `adaptscope status` reads. The tests that need SLURM (the `requires_slurm`
+fixture, also through `cluster`) are skipped with the reason where no cluster can run (failed
+under ADAPTSCOPE_REQUIRE_SLURM=1, as in CI); the rest run everywhere."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pandas as pd
 import pytest
 import submitit
 from _tiny_world import write_experiment
-from slurm_cluster import SlurmCluster, slurm_unavailable_reason
+from slurm_cluster import SlurmCluster
 from typer.testing import CliRunner
 
 from adaptscope import load_trajectories
@@ -54,18 +55,37 @@ def test_run_job_runs_one_spec_and_requeues_itself(tmp_path, source_checkpoint):
     assert again.args == (spec.to_dict(), str(tmp_path / "run"))
 
 
-def test_executor_settings_become_sbatch_parameters():
-    settings = ExecutorSpec(kind="slurm", partition="gpu", account="lab", qos="high",
-                            time_min=600, cpus_per_run=8, mem_gb=32, gpus_per_run=1,
-                            max_parallel=4, sbatch=["--constraint=a100"])
-    params = slurm.executor_parameters(settings)
+SETTINGS = ExecutorSpec(kind="slurm", partition="gpu", account="lab", qos="high", time_min=600,
+                        cpus_per_run=8, mem_gb=32, gpus_per_run=1, max_parallel=4,
+                        sbatch=["--constraint=a100"])
+
+
+def test_executor_settings_become_sbatch_parameters(tmp_path):
+    """The #SBATCH lines come from submitit's own writer, which needs no SLURM binaries."""
+    from submitit.slurm.slurm import _get_default_parameters, _make_sbatch_string
+
+    params = slurm.executor_parameters(SETTINGS)
     assert params == {"time": 600, "cpus_per_task": 8, "partition": "gpu", "account": "lab",
                       "qos": "high", "mem": "32768M", "gpus_per_node": 1,
                       "array_parallelism": 4, "additional_parameters": {"constraint": "a100"},
                       "job_name": "adaptscope"}
-    submitit.SlurmExecutor(folder="/tmp/x").update_parameters(**params)  # all names valid
+    assert set(params) <= set(_get_default_parameters())  # names update_parameters accepts
+    script = _make_sbatch_string(command="run", folder=tmp_path / "%j", map_count=6, **params)
+    lines = {line for line in script.splitlines() if line.startswith("#SBATCH")}
+    assert {"#SBATCH --time=600", "#SBATCH --cpus-per-task=8", "#SBATCH --partition=gpu",
+            "#SBATCH --account=lab", "#SBATCH --qos=high", "#SBATCH --mem=32768M",
+            "#SBATCH --gpus-per-node=1", "#SBATCH --array=0-5%4", "#SBATCH --constraint=a100",
+            "#SBATCH --job-name=adaptscope", "#SBATCH --signal=USR2@90"} <= lines
     with pytest.raises(ValueError, match="--name=value"):
         ExecutorSpec(sbatch=["constraint a100"])
+
+
+@pytest.mark.usefixtures("requires_slurm")
+def test_submitits_slurm_executor_accepts_the_parameters(tmp_path):
+    """The executor `submit` builds (it needs `srun` on PATH) takes every parameter."""
+    executor = submitit.SlurmExecutor(folder=tmp_path / "%j")
+    executor.update_parameters(**slurm.executor_parameters(SETTINGS))
+    assert executor.parameters["partition"] == "gpu"
 
 
 def test_status_reads_queued_running_done_failed_and_unfinished(tmp_path, source_checkpoint):
@@ -79,7 +99,8 @@ def test_status_reads_queued_running_done_failed_and_unfinished(tmp_path, source
         folders[name].path.mkdir(parents=True)
         folders[name].write_spec(spec)
     folders["done"].mark_done("finished")
-    log = tmp_path / "123_1.err"
+    log = out / "slurm-logs" / "123_1" / "123_1_0_log.err"  # executor.log_folder's default
+    log.parent.mkdir(parents=True)
     log.write_text("Traceback ...\nRuntimeError: CUDA out of memory\n")
     folders["failed"].mark_failed("RuntimeError: CUDA out of memory")
     for name, job in (("failed", "123_1"), ("queued", "123_2"), ("lost", "123_3")):
@@ -115,10 +136,7 @@ def test_slurm_executor_without_slurm_fails_before_submitting(tmp_path, source_c
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    reason = slurm_unavailable_reason()
-    if reason:
-        pytest.skip(reason)
+def cluster(requires_slurm):
     with SlurmCluster() as c:
         yield c
 

@@ -130,6 +130,7 @@ def test_a_folder_named_like_a_date_stays_a_string(source_checkpoint, tmp_path, 
     for i in range(12):
         Image.new("RGB", (16, 16), (20 * i, 100, 200)).save(folder / f"{i}.png")
     result = cli.invoke(app, tiny_args(source_checkpoint, "--set", "target.data=2024-01-01",
+                                       "--protocol", "embedded",
                                        "--iterations", "0", "--eval-every", "1",
                                        "--out", "runs"))
     assert result.exit_code == 0, result.output

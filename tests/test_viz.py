@@ -77,7 +77,7 @@ def test_realism_figure_has_fid_and_pt_panels_with_backbone_labels(df):
     axes = visible_axes(fig)
     assert len(axes) == 2
     assert "inception" in axes[0].get_ylabel() and "5000 generated" in axes[0].get_ylabel()
-    assert "p_t" in axes[1].get_ylabel()
+    assert "realism classifier p\N{LATIN SUBSCRIPT SMALL LETTER T}" in axes[1].get_ylabel()
     assert axes[0].get_title() == "ffhq → babies, 10-shot"
     assert legend_labels(fig) == ["TGAN", "CDC", "DCL"]
     # three seeds: a confidence band per method
@@ -188,7 +188,8 @@ def test_plane_marks_start_and_end_iterations(df):
     assert key == ["start (it 0)", "end (it 3000)"]
     assert not [t for t in ax.texts if t.get_text()]  # a shared schedule is named once
     assert "FID" in ax.get_xlabel() and "LPIPS" in ax.get_ylabel()
-    assert "p_t" in visible_axes(plot_quality_diversity(df, x="realism_pt"))[0].get_xlabel()
+    p_t = visible_axes(plot_quality_diversity(df, x="realism_pt"))[0].get_xlabel()
+    assert "realism classifier p\N{LATIN SUBSCRIPT SMALL LETTER T}" in p_t
     with pytest.raises(ValueError, match="x must be"):
         plot_quality_diversity(df, x="intra_lpips")
 

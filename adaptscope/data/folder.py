@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -91,6 +92,11 @@ def _resize_crop(img: Image.Image, size: int) -> Image.Image:
     return img.crop((left, top, left + size, top + size))
 
 
+def _where(root: Path, name: str) -> str:
+    """How messages name an image: its path, or `archive.zip:member` inside a zip."""
+    return f"{root}:{name}" if _is_zip(root) else str(root / name)
+
+
 def _decode(data: bytes, name: str, root: Path) -> Image.Image:
     try:
         img = Image.open(io.BytesIO(data))
@@ -98,8 +104,11 @@ def _decode(data: bytes, name: str, root: Path) -> Image.Image:
         return ImageOps.exif_transpose(img)
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError,
             Image.DecompressionBombError) as err:
+        # PIL names the in-memory buffer (<_io.BytesIO object at 0x...>), not the file
+        reason = ("not an image format PIL recognises" if isinstance(err, UnidentifiedImageError)
+                  else str(err))
         raise DataError(
-            f"cannot read image {name!r} in {root}: {err}; re-export the file or remove it"
+            f"cannot read image {_where(root, name)}: {reason}; re-export the file or remove it"
         ) from err
 
 
@@ -115,8 +124,9 @@ class _Reader:
             if self.zip is not None:
                 return self.zip.read(name)
             return (self.root / name).read_bytes()
-        except (OSError, zipfile.BadZipFile) as err:
-            raise DataError(f"cannot read {name!r} in {self.root}: {err}; check the file") from err
+        except (OSError, zipfile.BadZipFile, zlib.error) as err:
+            raise DataError(f"cannot read {_where(self.root, name)}: {err}; check the file"
+                            ) from err
 
     def close(self) -> None:
         if self.zip is not None:

@@ -3,7 +3,7 @@
 Distance consistency between the frozen source generator and the adapting one, plus the
 anchor / patch adversarial scheme (`adaptscope.methods.patch_scheme`). The distance term as
 CDC's train.py:297-342 computes it: `feat_const_batch` fresh latents, one random generator layer
-per anchor latent (`randint(1, n_latent - 1)`, train.py:299), cosine similarities to the other
+per anchor latent (`randint(1, n_latent - 1)`, train.py:300), cosine similarities to the other
 latents, softmax, KLDivLoss(log p_target, p_source) with the mean reduction, times `kl_wt`.
 """
 
@@ -31,7 +31,7 @@ class CDC(Method):
         shared_noise: bool = hp(
             False,
             "[C] Whether G_s and G_t share noise maps in the distance pass: false, as CDC "
-            "calls both generators with fresh random noise (train.py:302, 325).")
+            "calls both generators with fresh random noise (train.py:303, 323).")
 
         def __post_init__(self) -> None:
             self.check_patch_scheme("cdc")

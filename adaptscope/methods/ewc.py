@@ -48,8 +48,9 @@ class EWC(Method):
             200, "[U] Latents used to estimate the diagonal Fisher ('a few hundred').")
         fisher_batch: int = hp(
             1,
-            "Latents per gradient in the Fisher estimate. 1 gives the empirical Fisher "
-            "(mean of per-sample squared gradients); larger is faster but squares batch means.",
+            "[U] Latents per gradient in the Fisher estimate: no EWC code exists, so 1 follows "
+            "the empirical Fisher's definition (mean of per-sample squared gradients); larger "
+            "is faster but squares batch means.",
         )
 
         def __post_init__(self) -> None:

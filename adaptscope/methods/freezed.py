@@ -19,8 +19,8 @@ class FreezeD(Method):
     class Params:
         trainable_blocks: int = hp(
             2,
-            "Trailing discriminator ResBlocks that train, with final_conv and final_linear. "
-            "[S] By analogy with the StyleGAN-v1 original, which trains the blocks at 16x16 "
+            "[S] Trailing discriminator ResBlocks that train, with final_conv and final_linear. "
+            "By analogy with the StyleGAN-v1 original, which trains the blocks at 16x16 "
             "and below: on the reference 256 px D that is convs.5 and convs.6.",
         )
 

@@ -7,7 +7,7 @@ code does (CDC `train.py`, `model.py`):
 
 - anchors: `n_train` (10) latents drawn once (train.py:155); near an anchor: anchor plus
   N(0, subspace_std^2) per coordinate (train.py:132-140); `which = i % subspace_freq`, and
-  `which == 0` is the anchor / image-level iteration (train.py:200, 210-214).
+  `which == 0` is the anchor / image-level iteration (train.py:196, 209-214).
 - the patch head reads the fourth D block's residual branch, `convs[3].conv2`'s output before
   the skip is added (model.py:754-766 with `highp = 1`, so `p_ind = 0`), a 32x32 map on the 256 px
   D, and is a `ConvLayer(512, 1, 3)`: an EqualConv2d followed by FusedLeakyReLU (bias, slope 0.2,

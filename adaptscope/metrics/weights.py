@@ -171,4 +171,5 @@ def _not_found_message(
     return (f"weights file '{spec.filename}' ({spec.description}) not found, and {reason}. "
             f"Searched: {searched}. Fix: fetch it from {spec.url} on a machine with a network "
             f"and copy it to {dest}, or to a folder passed as metrics.weights_dir (or set "
-            f"${WEIGHTS_ENV}).")
+            f"${WEIGHTS_ENV}); or, for a quick look, measure with the shipped toy network: "
+            "--protocol embedded (numbers labelled toy, comparable with nothing else).")

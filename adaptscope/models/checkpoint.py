@@ -48,6 +48,96 @@ def _read(path: Path) -> Any:
                              safe_globals=[argparse.Namespace])
 
 
+# What a StyleGAN2 can be: a recorded configuration outside these bounds is refused before it
+# builds anything, so a damaged or hostile file cannot make the loader allocate without bound.
+MAX_SIZE = 4096
+MAX_WIDTH = 4096
+_INT_LIMITS = {"style_dim": (1, 4096), "n_mlp": (1, 32), "channel_multiplier": (1, 8)}
+_CONFIG_KEYS = {"g_config": ("size", "style_dim", "n_mlp", "channel_multiplier", "lr_mlp",
+                             "channels"),
+                "d_config": ("size", "channel_multiplier", "channels")}
+_DAMAGED = "the file is damaged or was not written by adaptscope; use another checkpoint"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _widths(config: dict[str, Any]) -> dict[int, int]:
+    """Width per resolution from 4 px up to the network's size."""
+    widths = config.get("channels") or reference_channels(config.get("channel_multiplier", 2))
+    return {2**i: widths[2**i] for i in range(2, config["size"].bit_length())}
+
+
+def _checked_config(raw: Any, key: str, path: Path) -> dict[str, Any]:
+    """The constructor arguments recorded under `key`, each within what a StyleGAN2 can be."""
+
+    def bad(name: Any, why: str) -> CheckpointError:
+        return CheckpointError(f"{path}: {key}[{name!r}] {why}; {_DAMAGED}")
+
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path}: {key} is a {type(raw).__name__}, expected a dict of "
+                              f"constructor arguments; {_DAMAGED}")
+    unknown = [k for k in raw if k not in _CONFIG_KEYS[key]]
+    if unknown:
+        raise bad(unknown[0], f"is not one of {', '.join(_CONFIG_KEYS[key])}")
+    config = dict(raw)
+    size = config.get("size")
+    if not _is_int(size) or not 8 <= size <= MAX_SIZE or size & (size - 1):
+        raise bad("size", f"= {size!r} is not a power of two from 8 to {MAX_SIZE}")
+    for name, (lo, hi) in _INT_LIMITS.items():
+        if name in config and not (_is_int(config[name]) and lo <= config[name] <= hi):
+            raise bad(name, f"= {config[name]!r} is not a whole number from {lo} to {hi}")
+    lr_mlp = config.get("lr_mlp", 0.01)
+    if not isinstance(lr_mlp, (int, float)) or isinstance(lr_mlp, bool) or not (
+            0 < lr_mlp < float("inf")):
+        raise bad("lr_mlp", f"= {lr_mlp!r} is not a positive finite number")
+    channels = config.get("channels")
+    if channels is None:
+        if size > 1024:
+            raise bad("size", f"= {size} has no reference widths (they stop at 1024 px) and no "
+                      "'channels' are recorded")
+        return config
+    try:
+        widths = {int(r): w for r, w in channels.items()}  # keys may have become strings
+    except (AttributeError, TypeError, ValueError):
+        raise bad("channels", f"= {channels!r:.80} is not a mapping of resolution to width"
+                  ) from None
+    missing = [2**i for i in range(2, size.bit_length()) if 2**i not in widths]
+    if missing:
+        raise bad("channels", f"gives no width for {missing[0]} px")
+    wrong = [(r, w) for r, w in widths.items() if not (_is_int(w) and 1 <= w <= MAX_WIDTH)]
+    if wrong:
+        raise bad("channels", f"gives {wrong[0][0]} px a width of {wrong[0][1]!r}, not a whole "
+                  f"number from 1 to {MAX_WIDTH}")
+    return {**config, "channels": widths}
+
+
+def _network_config(obj: dict[str, Any], key: str, state: dict[str, torch.Tensor], what: str,
+                    path: Path, lr_mlp: float) -> dict[str, Any]:
+    """Constructor arguments of the network in `obj[what]`: adaptscope's recorded ones, checked
+    against its tensors (so nothing larger than the file is built), or those the tensors show."""
+    infer = infer_generator_config if key == "g_config" else infer_discriminator_config
+    try:
+        inferred = infer(state)
+    except CheckpointError as err:
+        raise CheckpointError(f"{path}: '{what}' is {err}") from err
+    if obj.get("format") != FORMAT_TAG:
+        return {**inferred, "lr_mlp": lr_mlp} if key == "g_config" else inferred
+    config = _checked_config(obj.get(key), key, path)
+    for name in ("size", "style_dim", "n_mlp"):
+        if name in config and name in inferred and config[name] != inferred[name]:
+            raise CheckpointError(
+                f"{path}: {key}[{name!r}] = {config[name]} but the '{what}' tensors have "
+                f"{inferred[name]}{' px' if name == 'size' else ''}; {_DAMAGED}")
+    if _widths(config) != _widths(inferred):
+        name = "channels" if config.get("channels") is not None else "channel_multiplier"
+        raise CheckpointError(
+            f"{path}: {key}[{name!r}] gives the widths {_widths(config)} but the '{what}' "
+            f"tensors have {_widths(inferred)}; {_DAMAGED}")
+    return config
+
+
 def _strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     if state and all(k.startswith("module.") for k in state):
         return {k[len("module."):]: v for k, v in state.items()}
@@ -152,25 +242,21 @@ def load_checkpoint(
             f"{path} has no generator: expected a 'g_ema' or 'g' state dict, found keys "
             f"{sorted(map(str, obj))[:10]}"
         )
-    nets: dict[str, torch.nn.Module] = {}
-    for key in gen_keys:
+    # Every configuration is checked before any network is built.
+    todo = [(key, Generator, "g_config") for key in gen_keys]
+    if _is_state_dict(obj.get("d")):
+        todo.append(("d", Discriminator, "d_config"))
+    planned = []
+    for key, cls, config_key in todo:
         state = _strip_prefix(obj[key])
-        config = dict(obj["g_config"]) if own else {**infer_generator_config(state),
-                                                    "lr_mlp": lr_mlp}
-        if config.get("channels") is not None:
-            config["channels"] = {int(k): int(v) for k, v in config["channels"].items()}
-        if size is not None and config["size"] != size:
+        config = _network_config(obj, config_key, state, key, path, lr_mlp)
+        if cls is Generator and size is not None and config["size"] != size:
             raise CheckpointError(
                 f"{path} holds a {config['size']} px generator but {size} px was requested; "
                 "use a checkpoint of the right resolution or change the configured size"
             )
-        nets[key] = _build(Generator, config, state, key, path)
-    if _is_state_dict(obj.get("d")):
-        state = _strip_prefix(obj["d"])
-        config = dict(obj["d_config"]) if own else infer_discriminator_config(state)
-        if config.get("channels") is not None:
-            config["channels"] = {int(k): int(v) for k, v in config["channels"].items()}
-        nets["d"] = _build(Discriminator, config, state, "d", path)
+        planned.append((key, cls, config, state))
+    nets = {key: _build(cls, config, state, key, path) for key, cls, config, state in planned}
     kind = "adaptscope" if own else ("training" if "d" in nets else
                                      "converted" if "latent_avg" in obj else "generator")
     g_ema = nets.get("g_ema", nets.get("g"))
@@ -196,4 +282,10 @@ def save_checkpoint(
         obj["d"] = d.state_dict()
         obj["d_config"] = d.config
     obj.update(extra)
-    save_torch(obj, path)
+    kept = "the one it replaces is intact" if Path(path).exists() else "nothing was written"
+    try:
+        save_torch(obj, path)
+    except OSError as err:  # a full disk, a quota, a lost mount
+        raise CheckpointError(
+            f"{path}: cannot write the checkpoint ({err.strerror or err}); {kept}. Make room (or "
+            "fix the folder) and continue: `adaptscope run --resume` for a run") from err

@@ -29,7 +29,7 @@ from adaptscope.embedded.groundtruth import (
     shot_replication,
 )
 from adaptscope.embedded.toynet import load_toynet
-from adaptscope.errors import ConfigError
+from adaptscope.errors import ConfigError, DataError
 from adaptscope.images import from_uint8, to_uint8
 from adaptscope.metrics.feature_metrics import (
     feature_memorisation,
@@ -61,6 +61,33 @@ DC_K = 5  # density/coverage: Naeem et al. 2020
 MEMORISED_RATIO = 0.5  # see adaptscope.metrics.feature_metrics.memorisation
 
 
+def set_size_problems(metrics: MetricsSpec, n_full: int, n_shots: int) -> list[str]:
+    """Every metric of a full evaluation that the set sizes cannot give, with what it needs and
+    how to get there: the smallest real and generated sets each metric is defined on."""
+    n_real = n_full if metrics.fid_n_real == 0 else min(n_full, metrics.fid_n_real)
+    n_gen = metrics.fid_n_gen
+    where = (f"the real set holds {n_real} image(s) (target.data"
+             + (f", cut to metrics.fid_n_real = {metrics.fid_n_real}" if metrics.fid_n_real
+                else "") + f") and {n_gen} are generated (metrics.fid_n_gen)")
+    needs = (  # (metric, real images, generated images)
+        ("FID (a covariance of the features)", 2, 2),
+        ("KID (subsets of at least 2 images of each set)", 2, 2),
+        (f"precision and recall (k = {PR_K} nearest neighbours)", PR_K + 1, PR_K + 1),
+        (f"density and coverage (k = {DC_K} nearest neighbours)", DC_K + 1, DC_K + 1),
+    )
+    failing = [
+        f"{name} needs at least {real} real and {gen} generated images, but {where}: give a "
+        f"target set of at least {real} images (or set metrics.fid_n_real = 0 to use all of "
+        f"it) and metrics.fid_n_gen >= {gen}"
+        for name, real, gen in needs if n_real < real or n_gen < gen]
+    problems = failing[-1:]  # the largest need: meeting it meets the others
+    if n_shots < 2:
+        problems.append(
+            f"memorisation needs at least 2 shots (its threshold is each shot's distance to its "
+            f"nearest other shot), but target.shots = {n_shots}: set target.shots >= 2")
+    return problems
+
+
 @dataclass
 class Evaluation:
     """Metric values of one evaluation and the fixed-latent sample grid."""
@@ -83,6 +110,9 @@ class Evaluator:
         # Built in this order on purpose: building a network draws its random initial weights
         # from the global RNG, and training continues from that RNG state.
         self.extractor = build_extractor(m.fid_backbone, self.weights_dir, device)
+        problems = set_size_problems(m, len(target.full), len(target.shots))
+        if problems:
+            raise DataError(f"{target.description}: " + "; ".join(problems))
         real = target.full if m.fid_n_real == 0 else target.full[: m.fid_n_real]
         self.real_feats = real_features(real, self.extractor)
         self.real_stats = feature_statistics(self.real_feats)

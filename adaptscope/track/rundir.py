@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -189,20 +190,22 @@ class RunDir:
 
         A second process is refused with the holder's PID and host. The lock is an `flock` on
         `.lock`: the OS drops it when the holder exits or is killed, so a lock file left
-        behind never blocks a later run or `--resume`.
+        behind never blocks a later run or `--resume`. Run ids are predictable, so a `.lock`
+        that is not a plain file of its own (a link, a FIFO) is refused, never written through.
+        Temporaries that a writer killed mid-write left behind are removed once it is held.
         """
         self.path.mkdir(parents=True, exist_ok=True)
         if fcntl is None:  # no flock on this platform (Windows): unlocked, as before
             yield self
             return
-        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
-                     0o666)
+        fd = self._open_lock(os.O_RDWR | os.O_CREAT)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise self._busy(_read_holder(fd)) from None
-            os.ftruncate(fd, 0)
+            self._remove_stale_temporaries()
+            os.ftruncate(fd, 0)  # a plain file with no other name (checked), held by us
             os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
             try:
                 yield self
@@ -211,15 +214,50 @@ class RunDir:
         finally:
             os.close(fd)  # releases the lock
 
+    def _open_lock(self, flags: int) -> int:
+        """Open `.lock` without following a link or waiting on a FIFO; refuse anything but a
+        plain file with no other name. Looked at before it is opened (a FIFO or a device is
+        never opened) and checked again on the open file (it may be replaced in between)."""
+        problem = _not_a_lock(self.lock_file)
+        if problem is None:
+            flags |= os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+            try:
+                fd = os.open(self.lock_file, flags, 0o666)
+            except OSError as err:  # a link (O_NOFOLLOW), a folder, a FIFO put there meanwhile
+                problem = _not_a_lock(self.lock_file)
+                if problem is None:
+                    raise
+                raise self._bad_lock(problem) from err
+            problem = _not_a_lock(os.fstat(fd))
+            if problem is None:
+                return fd
+            os.close(fd)
+        raise self._bad_lock(problem)
+
+    def _bad_lock(self, problem: str) -> RunDirectoryError:
+        return RunDirectoryError(f"{self.lock_file} is {problem}, not the lock file adaptscope "
+                                 "writes; delete it and run again")
+
+    def _remove_stale_temporaries(self) -> None:
+        """Remove what atomic writes killed midway left (a checkpoint's can be large). Only the
+        lock's holder writes these, except `job.json`, which the submitting host writes."""
+        for folder in (self.path, self.path / SAMPLES_DIR, self.checkpoint.parent):
+            for stale in folder.glob(".*.part"):
+                if stale.name.startswith(f".{JOB_FILE}.") or (stale.is_dir()
+                                                              and not stale.is_symlink()):
+                    continue
+                stale.unlink(missing_ok=True)
+
     def writer(self) -> str | None:
         """'process PID on HOST' while another process holds the folder's lock, else None.
 
-        Only looks: creates no file (a folder without `.lock` has no writer)."""
+        Only looks: creates no file (a folder without `.lock` has no writer), and a `.lock`
+        that is no lock file has no writer."""
         if fcntl is None:
             return None
         try:
-            fd = os.open(self.lock_file, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        except OSError:
+            fd = self._open_lock(os.O_RDONLY)
+        except (OSError, RunDirectoryError):
             return None
         try:
             try:
@@ -232,7 +270,11 @@ class RunDir:
             os.close(fd)
 
     def check_not_busy(self) -> None:
-        """Raise the lock's refusal when another process is writing this folder."""
+        """Raise the lock's refusal when another process is writing this folder, or when its
+        `.lock` is no lock file (see `lock`)."""
+        problem = _not_a_lock(self.lock_file)
+        if problem is not None:
+            raise self._bad_lock(problem)
         holder = self.writer()
         if holder is not None:
             raise self._busy(holder)
@@ -240,6 +282,23 @@ class RunDir:
     def _busy(self, holder: str) -> RunDirectoryError:
         return RunDirectoryError(f"{self.path} is being written by {holder}; wait for it to "
                                  "finish or stop it")
+
+
+def _not_a_lock(found: Path | os.stat_result) -> str | None:
+    """What keeps `found` (a path, not followed, or an open file's stat) from being a lock file
+    of its own, or None."""
+    try:
+        info = found if isinstance(found, os.stat_result) else os.lstat(found)
+    except OSError:
+        return None
+    mode = info.st_mode
+    if stat.S_ISREG(mode):
+        return "a hard link to another file" if info.st_nlink > 1 else None
+    for test, what in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISDIR, "a folder"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return what
+    return "not a regular file"
 
 
 def _read_holder(fd: int) -> str:

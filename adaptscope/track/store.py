@@ -23,8 +23,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from adaptscope.errors import TrajectoryError
+from adaptscope.errors import ConfigError, TrajectoryError
 from adaptscope.files import atomic_write, stale_temporaries
+from adaptscope.spec import ScheduleSpec
 from adaptscope.track import schema
 from adaptscope.track.rundir import TRAJECTORY_FILE
 
@@ -125,13 +126,48 @@ def _canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, default=str)
 
 
+# How the schedule was recorded before its rule: every evaluation point, in the protocol.
+_POINTS = ("evaluation_iterations", "cheap_evaluation_iterations")
+
+
+def _schedule_rule(protocol: Mapping[str, Any], config: Any) -> dict[str, Any]:
+    """`protocol` with the schedule's points replaced by its rule (`ScheduleSpec.rule`), when
+    they are the points of the schedule in `config`; the rule stays a few bytes however long
+    the run. Points that no schedule of `config` gives are kept, so they compare unequal."""
+    if not any(key in protocol for key in _POINTS):
+        return dict(protocol)
+    cheap = _POINTS[1] in protocol
+    try:
+        schedule = ScheduleSpec(**config["schedule"])
+        points = (schedule.evaluation_points(), schedule.cheap_points() if cheap else [])
+    except (KeyError, TypeError, ConfigError):
+        return dict(protocol)
+    if (protocol.get(_POINTS[0]), protocol.get(_POINTS[1], [])) != points:
+        return dict(protocol)
+    rest = {k: v for k, v in protocol.items() if k not in _POINTS}
+    return {**rest, "schedule": schedule.rule(cheap=cheap)}
+
+
+def _recorded_protocol(meta: Mapping[str, str]) -> str | None:
+    """A table's protocol as it is written today (an older table lists the schedule's points)."""
+    text = meta.get(schema.META_PROTOCOL)
+    try:
+        protocol = json.loads(text or "null")
+        config = json.loads(meta.get(schema.META_CONFIG) or "null")
+    except json.JSONDecodeError:
+        return text
+    if not isinstance(protocol, dict):
+        return text
+    return _canonical_json(_schedule_rule(protocol, config))
+
+
 def _metadata(config: Mapping[str, Any], protocol: Mapping[str, Any]) -> dict[str, str]:
     from adaptscope.version import __version__
 
     return {
         schema.META_CONFIG: _canonical_json(config),
         schema.META_VERSION: __version__,
-        schema.META_PROTOCOL: _canonical_json(protocol),
+        schema.META_PROTOCOL: _canonical_json(_schedule_rule(protocol, config)),
         schema.META_SCHEMA: schema.SCHEMA_VERSION,
     }
 
@@ -269,7 +305,7 @@ def append_rows(
     extra: list[str] = []
     if target.exists():
         old_table, extra, old_meta = _read_table(target)
-        if old_meta.get(schema.META_PROTOCOL) != metadata[schema.META_PROTOCOL]:
+        if _recorded_protocol(old_meta) != metadata[schema.META_PROTOCOL]:
             raise TrajectoryError(
                 f"{target}: the evaluation protocol differs from the one already recorded "
                 f"({old_meta.get(schema.META_PROTOCOL)} vs {metadata[schema.META_PROTOCOL]}); "

@@ -39,12 +39,11 @@ class Tracker:
         self.recorded = recorded_iterations(run_dir.path)
         self.evaluator = Evaluator(spec.metrics, target, spec.seed, spec.device)
         self.config = spec.to_dict()
-        self.protocol = {**self.evaluator.protocol,
-                         "evaluation_iterations": spec.schedule.evaluation_points()}
-        cheap_points = spec.schedule.cheap_points() if cheap else []
-        if cheap_points:  # absent without them: the protocol of such a run is as it always was
-            self.protocol.update(self.evaluator.cheap_protocol,
-                                 cheap_evaluation_iterations=cheap_points)
+        # The schedule's rule, not its points: a few bytes however long the run.
+        rule = spec.schedule.rule(cheap=cheap)
+        self.protocol = {**self.evaluator.protocol, "schedule": rule}
+        if rule["cheap_every"]:  # absent without them: such a run's protocol is as it was
+            self.protocol.update(self.evaluator.cheap_protocol)
         shots = to_uint8(target.shots)
         _save_npy(run_dir.shots_npy, shots)
         save_grid(shots, run_dir.shots_png, ncol=len(shots))

@@ -3,16 +3,26 @@
 Everything is checked here, before any run exists: unknown keys, values of the wrong type or out
 of range, an unknown method, a method hyperparameter it does not have, a measure the target
 cannot give. The metrics settings left "auto" are decided by the target here, so every RunSpec
-(and every run folder's config.toml) holds what actually runs.
+(and every run folder's config.toml) holds what actually runs. A run folder's config.toml is
+read back here too, and trusted only whole and as its trajectory recorded it.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from adaptscope.config import apply_overrides, coerce, from_dict, read_toml, set_values
+from adaptscope.config import (
+    apply_overrides,
+    coerce,
+    from_dict,
+    missing_settings,
+    read_toml,
+    set_values,
+)
 from adaptscope.errors import ConfigError, PluginError
 from adaptscope.methods import METHODS, Method, get_method
 from adaptscope.methods.plugins import import_plugins, resolve_plugin
@@ -22,8 +32,12 @@ from adaptscope.spec import (
     check_metrics_fit_target,
     default_config_path,
     protocol_departures,
+    requested_protocol,
     resolve_metrics,
+    spec_from_dict,
 )
+from adaptscope.track.rundir import RunDir
+from adaptscope.track.store import read_metadata
 
 
 def _load_plugins(data: dict[str, Any], extra: list[str], where: str) -> None:
@@ -34,14 +48,17 @@ def _load_plugins(data: dict[str, Any], extra: list[str], where: str) -> None:
     except ConfigError as err:
         raise ConfigError(f"{where}: plugins must be a list of module names or .py paths, "
                           f"got {refs!r}") from err
-    refs = list(dict.fromkeys([*refs, *extra]))
+    own, refs = refs, list(dict.fromkeys([*refs, *extra]))
     if not refs:
         return
-    try:
-        data["plugins"] = [resolve_plugin(r) for r in refs]
-        import_plugins(data["plugins"])
-    except PluginError as err:
-        raise ConfigError(f"{where}: {err}") from err
+    resolved = []
+    for ref in refs:  # an error names the config file only for the plugins it lists
+        try:
+            resolved.append(resolve_plugin(ref))
+            import_plugins(resolved[-1:])
+        except PluginError as err:
+            raise ConfigError(f"{where}: {err}" if ref in own else str(err)) from err
+    data["plugins"] = resolved
 
 
 def load_experiment(path: str | Path | None = None, overrides: list[str] | None = None,
@@ -68,7 +85,7 @@ def load_experiment(path: str | Path | None = None, overrides: list[str] | None 
         method_params[name] = coerce(method_params[name], dict[str, Any], f"{source}: [{name}]")
     cfg.method_params = method_params
     check_metrics_fit_target(cfg.metrics, cfg.target)
-    requested = cfg.metrics.protocol
+    requested = requested_protocol(cfg.metrics, cfg.target)
     cfg.metrics = resolve_metrics(cfg.metrics, cfg.target)
     # Not a setting: what the command line tells the user about the protocol it records.
     cfg.requested_protocol = requested
@@ -89,11 +106,112 @@ def run_specs(cfg: ExperimentConfig) -> list[RunSpec]:
 
 
 def method_class(spec: RunSpec) -> type[Method]:
-    """The spec's method, after importing the plugins that may register it."""
-    import_plugins(spec.plugins)
+    """The spec's method, after importing the plugins that may register it (quietly: the
+    process that planned the run has named them already)."""
+    import_plugins(spec.plugins, announce=False)
     return get_method(spec.method)
 
 
 def method_params(spec: RunSpec) -> Any:
     """The method's hyperparameter dataclass, filled from the spec."""
     return from_dict(method_class(spec).Params, spec.method_params, f"[{spec.method}]")
+
+
+def check_run_configs(folders: Iterable[Path]) -> None:
+    """The config.toml of each run among `folders` (where there is one): an unfinished run's as
+    `recorded_spec` reads it, with its plugins imported, so a missing one stops nothing midway;
+    a finished run's only parsed, as it is only read (to be kept or compared), never continued,
+    so an older one does not block the others. An error names the file."""
+    for path in folders:
+        folder = RunDir(path)
+        if not folder.config.is_file():
+            continue
+        if folder.is_done():
+            spec_from_dict(read_toml(folder.config), where=str(folder.config))
+            continue
+        spec = recorded_spec(folder)
+        try:
+            import_plugins(spec.plugins)
+        except PluginError as err:
+            raise ConfigError(f"{folder.config}: {err}") from err
+
+
+def recorded_spec(folder: RunDir) -> RunSpec:
+    """The run a folder's config.toml records, refused unless whole and as its trajectory
+    recorded it: adaptscope writes every setting, so a missing one (read as its default) or a
+    changed one would continue another run than the rows already recorded."""
+    path = folder.config
+    data = read_toml(path)
+    spec = spec_from_dict(data, str(path))
+    meta = read_metadata(folder.path) if folder.trajectory.is_file() else {}
+    recorded = meta.get("config") if isinstance(meta.get("config"), dict) else None
+    missing = missing_settings(type(spec), data)
+    if missing:
+        raise _missing_settings(folder, missing, recorded, meta)
+    if recorded is not None:
+        here = _flat(json.loads(json.dumps(spec.to_dict(), default=str)))
+        then = _flat(recorded)
+        changed = [k for k in sorted(here.keys() | then.keys())
+                   if here.get(k, _ABSENT) != then.get(k, _ABSENT)]
+        if changed:
+            shown = "; ".join(f"{k} = {_show(here.get(k, _ABSENT))} here, but "
+                              f"{folder.trajectory} recorded {k} = {_show(then.get(k, _ABSENT))}"
+                              for k in changed[:3])
+            raise ConfigError(
+                f"{path}: {shown}{_more(changed, 3)}; the file was edited after the run "
+                "started, and resuming would continue another run than the one recorded: "
+                "restore the recorded values, or start new runs under another --out")
+    return spec
+
+
+_ABSENT = "<absent>"
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _lookup(data: dict[str, Any], key: str) -> Any:
+    """The value at dotted `key` in nested `data`, or _ABSENT."""
+    for part in key.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return _ABSENT
+        data = data[part]
+    return data
+
+
+def _show(value: Any) -> str:
+    return value if value is _ABSENT else json.dumps(value)
+
+
+def _more(items: list[str], shown: int) -> str:
+    return f" (and {len(items) - shown} more)" if len(items) > shown else ""
+
+
+def _missing_settings(folder: RunDir, missing: list[str], recorded: dict[str, Any] | None,
+                      meta: dict[str, Any]) -> ConfigError:
+    """Why settings are missing and what to do: restore the recorded values (a file cut short
+    or edited), or, where the run's own adaptscope did not have them, start it again."""
+    head = f"{folder.config}: missing setting(s) {', '.join(missing[:5])}{_more(missing, 5)}"
+    if recorded is None:
+        return ConfigError(
+            f"{head}; adaptscope writes every setting, so the file was cut short or edited: "
+            f"restore it, or delete {folder.path} to start the run again")
+    known = {k: v for k in missing if (v := _lookup(recorded, k)) is not _ABSENT}
+    if known:
+        values = ", ".join(f"{k} = {_show(v)}" for k, v in list(known.items())[:5])
+        return ConfigError(
+            f"{head}; adaptscope writes every setting, so the file was cut short or edited: "
+            f"restore the values {folder.trajectory} recorded ({values}{_more(known, 5)})")
+    return ConfigError(
+        f"{head}, which the adaptscope {meta.get('version')} that started the run (trajectory "
+        f"schema {meta.get('schema')}) did not have; this version would fill in its defaults "
+        "and continue another run than the one recorded: finish it with that version, or start "
+        "it again under another --out")

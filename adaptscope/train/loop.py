@@ -50,7 +50,7 @@ def real_batch(shots: torch.Tensor, batch: int, flip: bool) -> torch.Tensor:
     """A random batch of the shots, each mirrored with probability 0.5 when `flip`.
 
     Every reference loop flips its training images at random (RandomHorizontalFlip, p 0.5:
-    rosinality train.py, CDC train.py:104), so D sees 2K images, not K. Drawn from the global
+    rosinality train.py, CDC train.py:583), so D sees 2K images, not K. Drawn from the global
     RNG, so a seeded run draws the same batches and flips on every resume.
     """
     real = shots[torch.randperm(len(shots))[:batch]]
@@ -125,6 +125,9 @@ def _adapt(spec: RunSpec, folder: RunDir, emit: EventFn) -> Path:
     ctx.perceptual = tracker.evaluator.lpips_net
     stats = TrainingStats()  # empty at every checkpoint: a row is recorded first
     iteration, elapsed, checkpointed = 0, 0.0, -1
+    # The checkpoint's own row's training columns: its means since the previous row cannot be
+    # recomputed after a resume, so a row lost with a rolled-back trajectory is recorded whole.
+    checkpoint_columns: dict[str, Any] = {}
     if folder.checkpoint.exists():
         try:
             extra = restore(folder.checkpoint, g, d, g_ema, step.g_opt, step.d_opt)
@@ -137,6 +140,7 @@ def _adapt(spec: RunSpec, folder: RunDir, emit: EventFn) -> Path:
         iteration, elapsed = int(extra["iteration"]), float(extra["elapsed"])
         checkpointed = iteration
         step.mean_path_length = extra["mean_path_length"].to(device)
+        checkpoint_columns = dict(extra.get("row_training") or {})
     else:
         for p in step.g_params:
             p.requires_grad_(True)
@@ -144,22 +148,24 @@ def _adapt(spec: RunSpec, folder: RunDir, emit: EventFn) -> Path:
         for ema, module in zip(method.ema_g_modules, method.extra_g_modules(), strict=True):
             ema.load_state_dict(module.state_dict())  # the averages start where setup left them
 
-    schedule = set(spec.schedule.evaluation_points())
-    cheap = set(spec.schedule.cheap_points())
+    schedule = spec.schedule
     total, batch = spec.schedule.iterations, spec.train.batch
     t0 = time.perf_counter() - elapsed
     emit({"kind": "start", "run_id": spec.run_id, "iteration": iteration, "total": total})
     while True:
-        if iteration in schedule:
+        if schedule.is_full(iteration):
+            columns = _train_columns(stats, step, method, iteration)
+            if iteration == checkpointed:
+                columns = {**checkpoint_columns, **columns}
             row = tracker.record(iteration, iteration * batch, time.perf_counter() - t0, sampled,
-                                 _train_columns(stats, step, method, iteration))
+                                 columns)
             if row is not None:
                 emit({"kind": "eval", "run_id": spec.run_id, "iteration": iteration,
                       "total": total, "metrics": row})
             if iteration != checkpointed:
-                _save(folder, spec, step, method, iteration, time.perf_counter() - t0)
+                _save(folder, spec, step, method, iteration, time.perf_counter() - t0, columns)
                 checkpointed = iteration
-        elif iteration in cheap:
+        elif schedule.is_cheap(iteration):
             # The training means restart here even where the row is already recorded (a resumed
             # run), so every later row averages the iterations it would have uninterrupted.
             row = tracker.record_cheap(iteration, iteration * batch, time.perf_counter() - t0,
@@ -197,8 +203,9 @@ def _train_columns(stats: TrainingStats, step: GANStep, method: Method,
 
 
 def _save(folder: RunDir, spec: RunSpec, step: GANStep, method: Method, iteration: int,
-          elapsed: float) -> None:
-    """Everything needed to continue bit-for-bit from `iteration`."""
+          elapsed: float, row_training: dict[str, Any]) -> None:
+    """Everything needed to continue bit-for-bit from `iteration`, and the training columns of
+    the row recorded there."""
     py_state = random.getstate()
     save_checkpoint(
         folder.checkpoint, g_ema=step.g_ema, g=step.g, d=step.d,
@@ -208,4 +215,4 @@ def _save(folder: RunDir, spec: RunSpec, step: GANStep, method: Method, iteratio
         torch_rng=torch.get_rng_state(),
         device_rng=device_rng_state(step.g.device), py_rng=[py_state[0], list(py_state[1])],
         iteration=iteration, elapsed=elapsed, mean_path_length=step.mean_path_length.cpu(),
-        run_id=spec.run_id)
+        run_id=spec.run_id, row_training=row_training)

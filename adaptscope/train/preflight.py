@@ -28,7 +28,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from adaptscope.config import read_toml
 from adaptscope.errors import CheckpointError, ConfigError, DataError, WeightsError
 from adaptscope.models import Generator, LoadedCheckpoint, load_checkpoint
 from adaptscope.spec import (
@@ -39,43 +38,76 @@ from adaptscope.spec import (
     TargetSpec,
     check_metrics_fit_target,
     source_checkpoint_path,
-    spec_from_dict,
 )
+from adaptscope.track.evaluate import set_size_problems
 from adaptscope.track.rundir import RunDir
 from adaptscope.track.store import recorded_iterations
-from adaptscope.track.target import load_target
+from adaptscope.track.target import TargetData, load_target
 
 
 def check_runs(specs: Sequence[RunSpec]) -> None:
     """Fail with one AdaptscopeError naming the input and its fix, before any run is written,
     when a run of `specs` could not start or could not be measured."""
     sizes: dict[tuple[str, str], int] = {}  # (checkpoint, weights) -> resolution of G
-    domains: dict[tuple[Any, ...], str | None] = {}  # target -> ToyFaces domain (None: folder)
-    backbones: set[tuple[Any, ...]] = set()
-    devices: set[str] = set()
+    seen = _Seen()
     for spec in specs:
         key = (str(source_checkpoint_path(spec.source)), spec.source.weights)
         if key not in sizes:
             sizes[key] = _check_source(spec.source)
-        size = sizes[key]
-        t = spec.target
-        target_key = (t.data, size, t.shots, t.shots_seed, tuple(t.files or ()) or None,
-                      t.shots_file)
-        if target_key not in domains:
-            domains[target_key] = _check_target(t, size)
-        domain = domains[target_key]
-        check_metrics_fit_target(spec.metrics, spec.target)
-        m = spec.metrics
-        if m.realism == "classifier":
-            _check_realism_classifier(spec)
-        metrics_key = (m.fid_backbone, m.lpips_backbone, m.weights_dir, m.realism,
-                       m.realism_classifier, m.ground_truth, domain)
-        if metrics_key not in backbones:
-            _check_backbones(m, domain)
-            backbones.add(metrics_key)
-        if spec.device not in devices:
-            _check_device(spec.device)
-            devices.add(spec.device)
+        check_measurable(spec, sizes[key], seen)
+
+
+class _Seen:
+    """The inputs already checked, so each distinct one is checked once however many runs
+    share it."""
+
+    def __init__(self) -> None:
+        self.targets: dict[tuple[Any, ...], TargetData] = {}
+        self.backbones: set[tuple[Any, ...]] = set()
+        self.devices: set[str] = set()
+
+
+def check_measurable(spec: RunSpec, size: int, seen: _Seen | None = None) -> None:
+    """The target, the metrics and the device of `spec`, for a generator of `size` px: what a
+    run (`adaptscope run`) and a tracked series (`adaptscope track`) both need."""
+    seen = seen or _Seen()
+    t = spec.target
+    target_key = (t.data, size, t.shots, t.shots_seed, tuple(t.files or ()) or None,
+                  t.shots_file)
+    if target_key not in seen.targets:
+        seen.targets[target_key] = _check_target(t, size)
+    target = seen.targets[target_key]
+    check_metrics_fit_target(spec.metrics, spec.target)
+    problems = set_size_problems(spec.metrics, len(target.full), len(target.shots))
+    if problems:
+        raise DataError(f"target {target.description}: " + "; ".join(problems))
+    m = spec.metrics
+    if m.realism == "classifier":
+        _check_realism_classifier(spec)
+    metrics_key = (m.fid_backbone, m.lpips_backbone, m.weights_dir, m.realism,
+                   m.realism_classifier, m.ground_truth, target.domain)
+    if metrics_key not in seen.backbones:
+        _check_backbones(m, target.domain)
+        seen.backbones.add(metrics_key)
+    if spec.device not in seen.devices:
+        _check_device(spec.device)
+        seen.devices.add(spec.device)
+
+
+def check_track(spec: RunSpec, checkpoints: Sequence[tuple[int, Path]],
+                include_source: bool) -> None:
+    """What `adaptscope track` needs before it writes: the first checkpoint it evaluates loads
+    with a `g_ema` (its size is the target's resolution), and the target, metrics and device
+    fit; one error naming the input, and nothing created."""
+    first = (source_checkpoint_path(spec.source)
+             if include_source and all(i != 0 for i, _ in checkpoints)
+             else min(checkpoints)[1] if checkpoints else None)
+    if first is None:
+        raise CheckpointError("no checkpoints to evaluate: give checkpoint files or folders, or "
+                              "drop --no-source")
+    if not Path(first).is_file():
+        raise CheckpointError(f"checkpoint {first} does not exist")
+    check_measurable(spec, int(load_checkpoint(first).g_ema.size))
 
 
 def load_source(source: SourceSpec) -> tuple[LoadedCheckpoint, Generator]:
@@ -100,15 +132,14 @@ def _check_source(source: SourceSpec) -> int:
     return int(load_source(source)[1].size)
 
 
-def _check_target(target: TargetSpec, size: int) -> str | None:
-    """Load the full set and the shots as a run would; return the ToyFaces domain (or None)."""
+def _check_target(target: TargetSpec, size: int) -> TargetData:
+    """Load the full set and the shots as a run would."""
     if not target.is_toyfaces and not Path(target.data).exists():
         raise DataError(f"target data {target.data} does not exist: put the full target set "
                         "there (an image folder or .zip) or set target.data "
                         "(--set target.data=PATH)")
-    loaded = load_target(target.data, size, target.shots, target.shots_seed, target.files,
-                         target.shots_file)
-    return loaded.domain
+    return load_target(target.data, size, target.shots, target.shots_seed, target.files,
+                       target.shots_file)
 
 
 def _check_realism_classifier(spec: RunSpec) -> None:
@@ -158,15 +189,6 @@ def _check_device(device: str) -> None:
                               f"GPU(s) (cuda:0..cuda:{count - 1}); set --device")
 
 
-def check_run_configs(folders: Iterable[Path]) -> None:
-    """Each run folder's config.toml (where there is one) holds a whole, valid run config; an
-    error names the file."""
-    for folder in folders:
-        config = RunDir(folder).config
-        if config.is_file():
-            spec_from_dict(read_toml(config), where=str(config))
-
-
 def check_resumable(folders: Iterable[Path]) -> None:
     """The trajectory and the checkpoint a run continues from (where it has them) are readable.
 
@@ -197,10 +219,13 @@ def damaged_checkpoint(path: Path, err: CheckpointError) -> CheckpointError:
 
 
 def check_before_writing(todo: Sequence[Any], out: Path) -> None:
-    """Check every planned run about to execute (its inputs, backbones and, when resumed, its
-    files), then make sure `out` can take the run folders: all before the first write."""
+    """Check every planned run about to execute (no other writer holds its folder; its inputs,
+    backbones and, when resumed, its files), then make sure `out` can take the run folders: all
+    before the first write."""
     if not todo:
         return
+    for r in todo:  # another writer (or a `.lock` that is none) is one line, before anything
+        RunDir(r.run_dir).check_not_busy()
     check_runs([r.spec for r in todo])
     check_resumable([r.run_dir for r in todo])
     out.mkdir(parents=True, exist_ok=True)

@@ -49,8 +49,7 @@ from adaptscope.track.rundir import (
     describe_differences,
     started_runs,
 )
-from adaptscope.train.experiment import run_specs
-from adaptscope.train.preflight import check_run_configs
+from adaptscope.train.experiment import check_run_configs, run_specs
 
 
 @dataclass

@@ -28,9 +28,8 @@ from adaptscope.errors import ConfigError
 from adaptscope.files import atomic_write
 from adaptscope.spec import ExecutorSpec, spec_from_dict
 from adaptscope.track.rundir import RunDir
-from adaptscope.track.status import RunStatus, folder_status
+from adaptscope.track.status import EXECUTOR_FILE, RunStatus, folder_status
 
-EXECUTOR_FILE = "executor.toml"  # in --out: the settings a `--resume --executor slurm` reuses
 POLL_SECONDS = 2.0
 
 

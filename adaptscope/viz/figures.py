@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import re
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,10 +12,11 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
+from adaptscope.files import atomic_write
 from adaptscope.viz.curves import plot_diversity, plot_realism, plot_replication
 from adaptscope.viz.panels import EXPERIMENT_COLUMNS, FigureSkipped
 from adaptscope.viz.plane import plot_precision_recall, plot_quality_diversity
-from adaptscope.viz.samples import plot_sample_evolution
+from adaptscope.viz.samples import DamagedFile, plot_sample_evolution
 
 FORMATS: tuple[str, ...] = ("png", "pdf", "svg")
 DPI = 150
@@ -34,6 +37,8 @@ class FigureSet:
 
     written: list[Path] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    # damaged files the figures were drawn without (a run's sample arrays), one line each
+    warnings: list[str] = field(default_factory=list)
     # figure name -> written files of that figure (all formats), per experiment in order
     by_name: dict[str, list[Path]] = field(default_factory=dict)
 
@@ -64,6 +69,60 @@ def _experiments(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     return out
 
 
+def _draw(draw: Callable[[pd.DataFrame], Figure], data: pd.DataFrame,
+          result: FigureSet) -> Figure:
+    """`draw(data)`, its `DamagedFile` warnings noted in `result` (others pass on as usual)."""
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DamagedFile)
+            return draw(data)
+    finally:  # once the filters are restored
+        for w in caught:
+            if issubclass(w.category, DamagedFile):
+                result.warnings.append(str(w.message))
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+def render_figures(
+    df: pd.DataFrame,
+    out_dir: str | Path,
+    formats: Sequence[str] = ("png",),
+    run_dirs: Mapping[str, str | Path] | None = None,
+) -> tuple[FigureSet, dict[Path, bytes]]:
+    """Every figure `make_figures` would write, drawn in memory: what it would write and the
+    bytes of each file. Nothing is written, so a figure failing midway replaces nothing."""
+    formats = parse_formats(formats)
+    out_dir = Path(out_dir)
+    result, files = FigureSet(), {}
+    for suffix, data in _experiments(df):
+        if run_dirs is not None:
+            data.attrs["run_dirs"] = dict(run_dirs)
+        for name, draw in FIGURES.items():
+            label = f"{name}{suffix}"
+            try:
+                fig = _draw(draw, data, result)
+            except FigureSkipped as exc:
+                result.skipped.append(f"{label}: {exc}")
+                continue
+            for fmt in formats:
+                path = out_dir / f"{label}.{fmt}"
+                buffer = io.BytesIO()
+                fig.savefig(buffer, format=fmt, dpi=DPI, bbox_inches="tight")
+                files[path] = buffer.getvalue()
+                result.written.append(path)
+                result.by_name.setdefault(name, []).append(path)
+    result.warnings = list(dict.fromkeys(result.warnings))
+    return result, files
+
+
+def write_files(files: Mapping[Path, bytes]) -> None:
+    """Write each file whole: a temporary file beside it, renamed into place."""
+    for path, data in files.items():
+        atomic_write(path, lambda handle, data=data: handle.write(data))
+
+
 def make_figures(
     df: pd.DataFrame,
     out_dir: str | Path,
@@ -73,24 +132,10 @@ def make_figures(
     """Draw every figure the table supports into `out_dir`; figures it cannot draw are skipped.
 
     With several experiments in the table, each gets its own files (suffix source-target-shots).
+    All figures are drawn before any file is written, and each file is replaced whole, so a
+    failure leaves the previous figures as they were.
     """
-    formats = parse_formats(formats)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    result = FigureSet()
-    for suffix, data in _experiments(df):
-        if run_dirs is not None:
-            data.attrs["run_dirs"] = dict(run_dirs)
-        for name, draw in FIGURES.items():
-            label = f"{name}{suffix}"
-            try:
-                fig = draw(data)
-            except FigureSkipped as exc:
-                result.skipped.append(f"{label}: {exc}")
-                continue
-            for fmt in formats:
-                path = out_dir / f"{label}.{fmt}"
-                fig.savefig(path, format=fmt, dpi=DPI, bbox_inches="tight")
-                result.written.append(path)
-                result.by_name.setdefault(name, []).append(path)
+    result, files = render_figures(df, out_dir, formats, run_dirs)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    write_files(files)
     return result

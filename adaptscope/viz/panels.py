@@ -55,7 +55,8 @@ METRICS: dict[str, Metric] = {
     "coverage": Metric("coverage", "coverage (k = 5)", "higher", _FID, _UNIT),
     "memorised_features": Metric(
         "memorised_features", "samples replicating a shot (features)", "lower", _FID),
-    "realism_pt": Metric("realism_pt", "realism classifier $p_t$", "higher", (), _UNIT),
+    "realism_pt": Metric("realism_pt", "realism classifier p\N{LATIN SUBSCRIPT SMALL LETTER T}",
+                         "higher", (), _UNIT),
     "intra_lpips": Metric("intra_lpips", "intra-cluster LPIPS", "higher", _LPIPS),
     "nearest_shot_lpips": Metric("nearest_shot_lpips", "LPIPS to nearest shot", "higher", _LPIPS),
     "memorised_lpips": Metric(

@@ -15,7 +15,14 @@ from pathlib import Path
 import pandas as pd
 
 from adaptscope.track.store import PathLike, find_trajectory_files, load_trajectories, read_metadata
-from adaptscope.viz.figures import FIGURES, FORMATS, FigureSet, make_figures, parse_formats
+from adaptscope.viz.figures import (
+    FIGURES,
+    FORMATS,
+    FigureSet,
+    parse_formats,
+    render_figures,
+    write_files,
+)
 from adaptscope.viz.panels import experiment_title
 from adaptscope.viz.summary import summarize
 from adaptscope.viz.tables import display_table, to_markdown
@@ -117,9 +124,11 @@ def _figures_section(figures: FigureSet, out_dir: Path) -> str:
                 f'<figure><img src="{src}" alt="{html.escape(name)}">'
                 f"<figcaption>{html.escape(png.stem)} {links}</figcaption></figure>"
             )
-    if figures.skipped:
-        items = "".join(f"<li>{html.escape(s)}</li>" for s in figures.skipped)
-        parts.append(f'<p class="note">Figures not drawn:</p><ul class="note">{items}</ul>')
+    for heading, lines in (("Figures not drawn", figures.skipped),
+                           ("Files the figures were drawn without", figures.warnings)):
+        if lines:
+            items = "".join(f"<li>{html.escape(s)}</li>" for s in lines)
+            parts.append(f'<p class="note">{heading}:</p><ul class="note">{items}</ul>')
     return "\n".join(parts)
 
 
@@ -156,27 +165,23 @@ def write_report(
     """Load trajectories from `paths` and write figures, summary.{csv,md} and index.html.
 
     Into a folder that holds an earlier report, `log` is told first which files are replaced.
+    Everything is made in memory before any file is written, and each file is replaced whole
+    (the page last), so a failure leaves the earlier report as it was.
     """
     from adaptscope.version import __version__
 
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     out_dir = Path(out_dir)
     df = load_trajectories(paths)
-    replaced = replaced_files(out_dir)
-    if replaced and log is not None:
-        log(f"replacing {', '.join(replaced)} in {out_dir}")
-    out_dir.mkdir(parents=True, exist_ok=True)
     formats = tuple(dict.fromkeys(("png", *parse_formats(formats))))  # the page shows PNGs
-    figures = make_figures(df, out_dir / FIGURES_DIR, formats)
+    figures, files = render_figures(df, out_dir / FIGURES_DIR, formats)
 
     summary = summarize(df)
     summary_csv = out_dir / SUMMARY_CSV
-    summary.to_csv(summary_csv, index=False)
+    files[summary_csv] = summary.to_csv(index=False).encode("utf-8")
     table = display_table(summary)
     summary_md = out_dir / SUMMARY_MD
-    summary_md.write_text(
-        "# Summary over seeds (mean ± std)\n\n" + to_markdown(table), encoding="utf-8"
-    )
+    files[summary_md] = ("# Summary over seeds (mean ± std)\n\n" + to_markdown(table)).encode()
 
     meta = _run_metadata(paths, df)
     runs = _runs_table(df, meta)
@@ -203,5 +208,10 @@ different backbones are not comparable. Also as <a href="{SUMMARY_CSV}">CSV</a> 
 </body></html>
 """
     index = out_dir / INDEX_HTML
-    index.write_text(page, encoding="utf-8")
+    files[index] = page.encode("utf-8")
+    replaced = replaced_files(out_dir)
+    if replaced and log is not None:
+        log(f"replacing {', '.join(replaced)} in {out_dir}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_files(files)  # the page last: it links the rest
     return Report(index, summary_csv, summary_md, figures)

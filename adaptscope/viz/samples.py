@@ -6,6 +6,7 @@ slower depending on the method, and eventually collapsing onto one of the ten sh
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -20,12 +21,33 @@ from adaptscope.viz.style import figure_style, method_label, method_palette, ord
 CELL_INCHES = 1.35
 
 
+class DamagedFile(UserWarning):
+    """A run's saved image array cannot be read: the figure is drawn without it."""
+
+
+def _load(path: Path) -> np.ndarray | None:
+    """A saved uint8 (n, H, W, 3) image array; None, with a `DamagedFile` warning naming the
+    file, when it is damaged (never unpickled: a run folder is not trusted code)."""
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        warnings.warn(f"{path} is not a readable .npy array ({err}); left out of the figure",
+                      DamagedFile, stacklevel=3)
+        return None
+    if not (isinstance(array, np.ndarray) and array.ndim == 4 and array.shape[-1] == 3
+            and array.dtype == np.uint8):
+        found = (f"{array.dtype} {array.shape}" if isinstance(array, np.ndarray)
+                 else type(array).__name__)
+        warnings.warn(f"{path} holds {found}, not uint8 images (n, H, W, 3); left out of the "
+                      "figure", DamagedFile, stacklevel=3)
+        return None
+    return array
+
+
 def _images(path: Path, indices: Sequence[int]) -> np.ndarray | None:
     """The requested images of a uint8 (n, H, W, 3) array, side by side; None if unusable."""
-    if not path.is_file():
-        return None
-    array = np.load(path, mmap_mode="r")
-    if array.ndim != 4 or array.shape[-1] != 3 or max(indices) >= array.shape[0]:
+    array = _load(path) if path.is_file() else None
+    if array is None or max(indices) >= array.shape[0]:
         return None
     return np.concatenate([np.asarray(array[i]) for i in indices], axis=1)
 
@@ -34,10 +56,9 @@ def _shots(run_dirs: Sequence[Path]) -> np.ndarray | None:
     """The first run's few-shot images as a uint8 (n, H, W, 3) array, if it saved them."""
     for run_dir in run_dirs:
         path = run_dir / rundir.SHOTS_NPY
-        if path.is_file():
-            shots = np.load(path)
-            if shots.ndim == 4 and shots.shape[-1] == 3 and len(shots):
-                return shots
+        shots = _load(path) if path.is_file() else None
+        if shots is not None and len(shots):
+            return np.asarray(shots)
     return None
 
 

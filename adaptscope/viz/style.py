@@ -103,8 +103,14 @@ def method_label(method: str) -> str:
 
 @contextlib.contextmanager
 def figure_style() -> Iterator[None]:
-    """Theme applied while a figure is built; leaves the caller's rcParams untouched."""
+    """Theme applied while a figure is built; leaves the caller's rcParams untouched.
+
+    Every text drawn is literal: names of targets, methods and backbones come from users, and
+    matplotlib would read a pair of `$` in them as mathtext (and fail on `$\\frac$`).
+    """
     rc = {
+        "text.parse_math": False,
+        "axes.formatter.use_mathtext": False,
         "axes.titlesize": 11,
         "axes.labelsize": 10,
         "xtick.labelsize": 9,
