@@ -112,6 +112,8 @@ realism_app = _typer("The realism classifier p_t for real target domains.")
 app.add_typer(data_app, name="data")
 app.add_typer(pretrain_app, name="pretrain")
 app.add_typer(realism_app, name="realism")
+calibrate_app = _typer("Calibrate a method's settings to a model by short probe runs.")
+app.add_typer(calibrate_app, name="calibrate")
 
 
 def _given(**values: Any) -> dict[str, Any]:
@@ -244,6 +246,31 @@ def realism_train(
     )
     typer.echo(f"wrote {result.path}: held-out accuracy {result.val_accuracy:.4f} on "
                f"{result.n_val} images (trunk initialised from {result.init})")
+
+
+# --- calibrate commands ----------------------------------------------------------------------
+
+
+@calibrate_app.command("ewc")
+def calibrate_ewc_cmd(
+    config: Path | None = typer.Option(None, help="Experiment TOML (default: embedded world)."),
+    lambdas: str | None = typer.Option(
+        None, help="Comma-separated lambdas, e.g. 1,10,100,1e3,1e4 (default: the config's "
+        "ewc.lam times 0.01, 0.1, 1, 10, 100); lambda 0 is always probed as the reference."),
+    iterations: int | None = typer.Option(None, help="Iterations per probe (default 200)."),
+    seed: int = typer.Option(0, help="Seed of every probe."),
+    out: Path | None = typer.Option(
+        None, help="Keep the probe runs here (a rerun reuses finished ones); default: a "
+        "temporary folder."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config value: key=value."),
+) -> None:
+    """Choose EWC's lambda for a model: short probes over a log grid, a row per lambda."""
+    from adaptscope.train.calibrate import calibrate_ewc, parse_lambdas
+
+    _, probes = calibrate_ewc(config, set_, None if lambdas is None else parse_lambdas(lambdas),
+                              iterations, seed, out, _console())
+    if any(p.error for p in probes):
+        raise typer.Exit(EXIT_RUN_FAILED)
 
 
 # --- run / methods commands ------------------------------------------------------------------

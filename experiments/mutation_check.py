@@ -86,6 +86,7 @@ SUMMARY = "tests/test_viz.py::"
 SWITCHES = "tests/test_loop_switches.py::"
 PINNED = "tests/test_pinned_defaults.py::"
 RESUME_FAST = "tests/test_method_state_resume.py::"
+METHOD_SWITCHES = "tests/test_method_switches.py::"
 
 
 @dataclass(frozen=True)
@@ -280,6 +281,22 @@ MUTANTS = [
            "self.params.lr_shift_scale ** ((iteration + 1) // every)",
            "self.params.lr_shift_scale ** (iteration // every)",
            BSA + "test_learning_rate_drops_by_the_scale_every_interval"),
+    # --- switches between a paper's form and its authors' code: each does nothing --------------
+    mutant("adam-conv-view-ignored", "adaptscope/methods/adam.py",
+           'if self.conv_view == "reference" and w.dim() >= 4:', "if False:",
+           METHOD_SWITCHES + "test_adam_reference_conv_view_is_the_codes_ger_u_v_viewed_as_the_"
+           "kernel"),
+    mutant("adam-style-scale-ignored", "adaptscope/methods/adam.py",
+           'if self.style_scale == "reference" and w.dim() == 2', "if False and w.dim() == 2",
+           METHOD_SWITCHES + "test_adam_style_scale_source_starts_at_the_source_and_reference_"
+           "at_the_codes_kml_fc"),
+    mutant("bsa-psi-ignored", "adaptscope/methods/bsa.py",
+           "t = self.params.temperature", "t = 0.5",
+           METHOD_SWITCHES + "test_bsa_psi_one_samples_the_generators_own_w_and_zero_its_mean"),
+    mutant("bsa-perceptual-form-ignored", "adaptscope/methods/bsa.py",
+           'if p.perceptual == "vgg_l1":', "if False:",
+           METHOD_SWITCHES + "test_bsa_vgg_l1_on_the_embedded_world_is_the_weighted_l1_of_the_"
+           "toy_backbones_features"),
     # --- protocols ----------------------------------------------------------------------------
     mutant("protocol-adam-uses-every-real-image", "adaptscope/protocols.py",
            'fid_backbone="torchvision-inception", fid_n_gen=5000, fid_n_real=5000,',

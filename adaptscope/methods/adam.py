@@ -15,16 +15,26 @@ it is important (AdAM_main_adaptation.py:709-813). "adapt" starts anew (main_ada
 unimportant units zeroed; important units keep the source weights and adapt by modulation, the
 rest fine-tune (main_adaptation.py:232-254,346-383).
 
-Differences: the code views its conv product ger(u, v), (in*k*k, out), as (out, in, k, k) with no
-transpose (model_adam.py:207,458), so its v does not index the filters its masks pick; here v
-indexes output units as in its linear layers (model_adam.py:34). D's Fisher uses D, not an average
-(importance_probing.py:414); path length maps z with the unmodulated mapping (the loop's
-`_path_length_sample`).
+Differences, each a switch whose default follows the paper and whose "reference" setting is the
+code's, which produced the published numbers:
+- `conv_view`: the code views its conv product ger(u, v), (in*k*k, out), as (out, in, k, k) with
+  no transpose (model_adam.py:207,458), so its v does not index the filters its masks pick and
+  the kept units modulate part of every filter (half of it at quantile 50); "filters" (default)
+  lets v index output units as in its linear layers (model_adam.py:34): kept filters, whole;
+- `style_scale`: the code's KML_fc scales W s by 1/sqrt(out_dim) where EqualLinear has
+  1/sqrt(in_dim) (model_adam.py:28,249); for a style linear (style_dim -> C inputs of a conv,
+  model_adam.py:436,455) that multiplies W s by sqrt(style_dim / C): x sqrt(2) and x 2 in the
+  layers that read 256 and 128 channels (128 and 256 px at channel multiplier 2), so the code's
+  iteration-0 generator is not the source;
+  "source" (default) keeps the source's scale.
+D's Fisher uses D, not an average (importance_probing.py:414); path length maps z with the
+unmodulated mapping (the loop's `_path_length_sample`).
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -45,11 +55,20 @@ def _units(t: torch.Tensor) -> torch.Tensor:
     return t[0] if t.dim() == 5 else t
 
 
-class Modulations(nn.Module):
-    """Rank-1 modulations (u, v) of `kernels` and shifts b of `biases` of one network."""
+CONV_VIEWS = ("filters", "reference")
+STYLE_SCALES = ("source", "reference")
 
-    def __init__(self, net: nn.Module, kernels: list[str], biases: list[str], std: float):
+
+class Modulations(nn.Module):
+    """Rank-1 modulations (u, v) of `kernels` and shifts b of `biases` of one network.
+
+    `conv_view` and `style_scale` choose between the paper's form and the code's (see the
+    module docstring); neither changes the parameters, so checkpoints hold the same tensors."""
+
+    def __init__(self, net: nn.Module, kernels: list[str], biases: list[str], std: float,
+                 conv_view: str = "filters", style_scale: str = "source"):
         super().__init__()
+        self.conv_view, self.style_scale = conv_view, style_scale
         params = dict(net.named_parameters())
         self.u, self.v, self.b = nn.ParameterDict(), nn.ParameterDict(), nn.ParameterDict()
         for name in kernels:  # ParameterDict keys cannot hold '.'
@@ -60,11 +79,22 @@ class Modulations(nn.Module):
             self.b[name.replace(".", ":")] = nn.Parameter(torch.zeros_like(params[name]))
 
     def overrides(self, net: nn.Module) -> dict[str, torch.Tensor]:
-        """Effective parameters: W * (1 + v u^T) and bias + b."""
+        """Effective parameters: W * (1 + v u^T) and bias + b.
+
+        conv_view "reference": a conv kernel's product is the code's ger(u, v) viewed as the
+        kernel's shape (model_adam.py:207,458). style_scale "reference": a linear kernel
+        (in -> out) is multiplied by sqrt(in / out), so that EqualLinear's 1/sqrt(in) becomes
+        KML_fc's 1/sqrt(out) (model_adam.py:28); 1 for the mapping's square layers."""
         params, out = dict(net.named_parameters()), {}
         for k, u in self.u.items():
             w = params[k.replace(":", ".")]
-            out[k.replace(":", ".")] = w * (1 + torch.outer(self.v[k], u).view(w.shape))
+            if self.conv_view == "reference" and w.dim() >= 4:
+                out[k.replace(":", ".")] = w * (1 + torch.outer(u, self.v[k]).view(w.shape))
+            else:
+                out[k.replace(":", ".")] = w * (1 + torch.outer(self.v[k], u).view(w.shape))
+            if self.style_scale == "reference" and w.dim() == 2 and w.shape[0] != w.shape[1]:
+                out[k.replace(":", ".")] = out[k.replace(":", ".")] * math.sqrt(
+                    w.shape[1] / w.shape[0])
         for k, b in self.b.items():
             out[k.replace(":", ".")] = params[k.replace(":", ".")] + b
         return out
@@ -114,13 +144,28 @@ class AdAM(Method):
             "(AdAM_main_adaptation.py:599,720; 75 for AFHQ-Cat, _bash_main_adaptation.sh:22).")
         init_std: float = hp(
             1e-7, "[C] Std of u and v at start; b starts at 0 (model_adam.py:23-25,432-433).")
+        conv_view: str = hp(
+            "filters",
+            "[C] How a conv kernel's u and v combine: filters (v over output filters, u over "
+            "(in, k, k): kept filters are modulated whole, the paper's kernel modulation) or "
+            "reference (the code's ger(u, v), (in*k*k, out), viewed as (out, in, k, k) without a "
+            "transpose, model_adam.py:207,458: a kept unit touches part of every filter; the "
+            "published numbers came from it).")
+        style_scale: str = hp(
+            "source",
+            "[C] Scale of a modulated style linear's W s: source (EqualLinear's 1/sqrt(in), "
+            "iteration 0 is the source generator) or reference (KML_fc's 1/sqrt(out), "
+            "model_adam.py:28: x sqrt(style_dim / C), so the code's iteration-0 generator differs "
+            "from the source where C < style_dim; the published numbers came from it).")
 
         def __post_init__(self) -> None:
             for key, ok, allowed in (
                     ("probe_iterations", self.probe_iterations >= 1, "1 or more"),
                     ("n_fisher", self.n_fisher >= 1, "1 or more"),
                     ("quantile", 0 <= self.quantile <= 100, "from 0 to 100"),
-                    ("init_std", self.init_std > 0, "above 0 (u = v = 0 get no gradient)")):
+                    ("init_std", self.init_std > 0, "above 0 (u = v = 0 get no gradient)"),
+                    ("conv_view", self.conv_view in CONV_VIEWS, " or ".join(CONV_VIEWS)),
+                    ("style_scale", self.style_scale in STYLE_SCALES, " or ".join(STYLE_SCALES))):
                 check_setting(ok, f"adam.{key}", getattr(self, key), allowed)
 
     def build(self) -> None:
@@ -140,8 +185,10 @@ class AdAM(Method):
             "d": [[(w, after[w] if after[w] in dp else None) for w in dk
                    if not w.startswith("convs.0.")]]}
         self.flat = {w: [x for group in gs for x in group] for w, gs in self.ranked.items()}
-        self.mods = {"g": [Modulations(g, gk, gb, std) for _ in range(2)],  # [probe, adapt]
-                     "d": [Modulations(d, dk, db, std) for _ in range(2)]}
+        view, scale = self.params.conv_view, self.params.style_scale
+        self.mods = {"g": [Modulations(g, gk, gb, std, view, scale)  # [probe, adapt]
+                           for _ in range(2)],
+                     "d": [Modulations(d, dk, db, std, view) for _ in range(2)]}
         self.switched, self.keep = False, {"g": {}, "d": {}}
         # the source's g_ema: a resumed run restores g_ema only after build()
         self._g_ema_source = copy.deepcopy(self.ctx.g_ema.state_dict())

@@ -21,13 +21,19 @@ affine sits); ToRGB is untouched. A code is one W per shot in per-dimension stan
 (w = w_mean + w_std * c, source mapping statistics), so c = 0 is the prior's centre as z = 0 is
 in BSA, the jitter and EMD keep BSA's scales, and its tmp-scaled prior becomes the truncation
 trick w = w_mean + tmp (mapping(z) - w_mean). Codes in z would lose the temperature to the
-mapping's PixelNorm. The perceptual term is LPIPS with the protocol's own network.
+mapping's PixelNorm.
+The perceptual term (`perceptual`) is by default LPIPS with the protocol's own network, so the loss
+optimises the network intra-LPIPS is measured with; "vgg_l1" is the code's form, from which the
+published numbers came: 0.001 x the sum over conv1_1..conv4_3 of mean |VGG16(x) - VGG16(y)|
+(train.py:8,87-93; ada_generator.py:74-89; default.yml:36-37,40), with torchvision's VGG-16, and
+on the embedded world with the toy backbone's four conv stages in its place.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -35,10 +41,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from adaptscope.errors import ConfigError
+from adaptscope.errors import ConfigError, WeightsError
+from adaptscope.files import load_weights_only
 from adaptscope.methods.base import Method, Step, check_setting, hp
-from adaptscope.metrics.lpips_embed import lpips_pair_distances
+from adaptscope.metrics.lpips_embed import PackageLPIPS, as_lpips_net, lpips_pair_distances
+from adaptscope.metrics.weights import resolve_weights
 from adaptscope.models import Generator
+
+PERCEPTUAL_FORMS = ("lpips", "vgg_l1")
+# torchvision VGG-16 `features` indices of the ReLUs after conv1_1 ... conv4_3: the layers BSA's
+# loss reads (train.py:92-93) from chainer's VGG16Layers, whose conv outputs include the ReLU.
+VGG_RELUS = (1, 3, 6, 8, 11, 13, 15, 18, 20, 22)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+Features = Callable[[torch.Tensor], list[torch.Tensor]]
 
 
 def affine_targets(g: Generator) -> list[nn.Module]:
@@ -102,6 +117,60 @@ def scaled_and_shifted(g: Generator, stats: BSAStats) -> Iterator[None]:
             h.remove()
 
 
+class VGGFeatures(nn.Module):
+    """torchvision VGG-16's activations after conv1_1 ... conv4_3 (ReLU included) of [-1, 1]
+    images, normalised as its ImageNet weights expect. BSA's code feeds chainer's Caffe VGG-16
+    0-255 images less the mean (ada_generator.py:76-80); these weights expect another scale."""
+
+    def __init__(self, trunk: nn.Sequential):
+        super().__init__()
+        self.trunk = trunk
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        h, out = ((x + 1) / 2 - self.mean) / self.std, []
+        for i, layer in enumerate(self.trunk):
+            h = layer(h)
+            if i in VGG_RELUS:
+                out.append(h)
+        return out
+
+
+def vgg_trunk(perceptual: nn.Module | None,
+              weights_dir: str | os.PathLike | None = None) -> nn.Sequential:
+    """VGG-16 `features[:23]` (conv1_1 ... relu4_3): a copy of the protocol's LPIPS trunk when
+    that is VGG (the same torchvision file), else loaded from `resolve_weights("vgg")` (methods
+    do not see metrics.weights_dir: $ADAPTSCOPE_WEIGHTS_DIR and the caches are searched). Built
+    without drawing random numbers, so a run's RNG stream does not depend on when it is built."""
+    if perceptual is not None:
+        net = as_lpips_net(perceptual)
+        if isinstance(net, PackageLPIPS) and net.backbone_name == "vgg":
+            layers = [m for k in range(1, 5) for m in getattr(net.model.net, f"slice{k}")]
+            return copy.deepcopy(nn.Sequential(*layers))
+    import torchvision
+
+    path = resolve_weights("vgg", weights_dir)
+    state = load_weights_only(path, what="torchvision VGG-16 state dict")
+    with torch.device("meta"):
+        trunk = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["D"])[:23]
+    try:
+        trunk.load_state_dict({k.removeprefix("features."): v for k, v in state.items()
+                               if k.startswith("features.")
+                               and int(k.split(".")[1]) < len(trunk)}, assign=True)
+    except RuntimeError as err:
+        raise WeightsError(f"{path} is not a torchvision VGG-16 state dict: {err}") from err
+    return trunk
+
+
+def feature_l1(features: Features, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Sum over layers of mean |f_l(x) - f_l(y)|, y's features without gradient, as BSA's
+    per-layer mean_absolute_error (ada_generator.py:74-89)."""
+    with torch.no_grad():
+        target = features(y)
+    return sum((a - b).abs().mean() for a, b in zip(features(x), target, strict=True))
+
+
 class BSA(Method):
     name = "bsa"
     summary = "Learn only G's per-channel scales/shifts and per-shot codes by reconstruction."
@@ -114,10 +183,20 @@ class BSA(Method):
         pixel_weight: float = hp(
             1.0, "[C] Weight of mean |G(code) - shot| (ada_generator.py:68-72, "
                  "normalize_l1_loss false in default.yml:38).")
+        perceptual: str = hp(
+            "lpips", "[U] The perceptual term: lpips (LPIPS with the protocol's own network, so "
+                     "the loss optimises the network the diversity metric uses) or vgg_l1 (the "
+                     "code's form, which gave the published numbers: vgg_l1_weight x the sum over "
+                     "conv1_1..conv4_3 of mean |VGG16(x) - VGG16(y)|, train.py:87-93, "
+                     "ada_generator.py:74-89; on the embedded world the toy backbone's four conv "
+                     "stages stand in for VGG16).")
         perceptual_weight: float = hp(
-            1.0, "[U] Weight of LPIPS(G(code), shot) with the protocol's LPIPS net; BSA uses "
-                 "0.001 x L1 of raw VGG16 conv1_1..conv4_3 features (train.py:92-93; "
-                 "default.yml:36-37), a scale that does not carry over.")
+            1.0, "[U] Weight of LPIPS(G(code), shot) with the protocol's LPIPS net (perceptual = "
+                 "lpips); the code's own term is vgg_l1.")
+        vgg_l1_weight: float = hp(
+            0.001, "[C] l_per, weight of the vgg_l1 term (default.yml:36-37). Set for Caffe "
+                   "VGG16 features of 0-255 images; torchvision's and the toy backbone's "
+                   "features are on other scales, so its effect does not carry over exactly.")
         emd_weight: float = hp(0.1, "[C] l_emd, weight of the EMD latent term (default.yml:32).")
         emd_samples: int = hp(
             10, "[C] Prior samples per code in the EMD term (ada_generator.py:153).")
@@ -127,8 +206,11 @@ class BSA(Method):
             0.01, "[C] Std of the noise added to the codes at each use (ada_generator.py:26-30).")
         temperature: float = hp(
             0.5, "[C] tmp of BSA's random samples z ~ N(0, tmp^2) (README 'Inference', "
-                 "ada_generator.py:43-44), here truncation psi in W [U]. Its evaluation "
-                 "extension draws a normal truncated to [-0.3, 0.3] instead (default.yml:41).")
+                 "ada_generator.py:37-47), here truncation psi in W [U]: w = w_mean + psi "
+                 "(mapping(z) - w_mean); 1 samples the generator's own W, 0 one image. It sets "
+                 "diversity directly. Which value gave the published numbers the code does not "
+                 "say: its evaluation extension draws a normal truncated to [-0.3, 0.3] "
+                 "(default.yml:41, ada_generator.py:189-192).")
         lr_shift_every: int = hp(
             3000, "[C] exponential_shift_interval: the lr is multiplied by lr_shift_scale before "
                   "every update (i + 1) % 3000 == 0 (updater.py:31-33; default.yml:45); 0: never.")
@@ -138,8 +220,10 @@ class BSA(Method):
                   "(rosinality's mean_latent count).")
 
         def __post_init__(self) -> None:
-            for key in ("pixel_weight", "perceptual_weight", "emd_weight", "stats_weight",
-                        "code_jitter", "temperature"):
+            check_setting(self.perceptual in PERCEPTUAL_FORMS, "bsa.perceptual",
+                          self.perceptual, " or ".join(PERCEPTUAL_FORMS))
+            for key in ("pixel_weight", "perceptual_weight", "vgg_l1_weight", "emd_weight",
+                        "stats_weight", "code_jitter", "temperature"):
                 value = getattr(self, key)
                 check_setting(value >= 0, f"bsa.{key}", value, "0 or more")
             check_setting(self.emd_samples >= 1, "bsa.emd_samples", self.emd_samples,
@@ -156,6 +240,7 @@ class BSA(Method):
         self.stats = BSAStats(widths)
         self.codes = BSACodes(len(self.ctx.shots), g.style_dim)
         self._lpips: nn.Module | None = None
+        self._features: Features | None = None
 
     def setup(self) -> None:
         """Source W statistics, from a private seeded generator (the run's RNG is untouched)."""
@@ -200,11 +285,27 @@ class BSA(Method):
                 raise ConfigError("bsa needs the protocol's LPIPS network (MethodContext."
                                   "perceptual) for its perceptual loss, or "
                                   "bsa.perceptual_weight = 0")
-            device = self.ctx.g.device
-            if any(p.device != device for p in net.parameters()):
-                net = copy.deepcopy(net).to(device).requires_grad_(False)
-            self._lpips = net
+            self._lpips = self._on_g_device(net)
         return self._lpips
+
+    def _on_g_device(self, net: nn.Module) -> nn.Module:
+        """`net`, or a frozen copy on G's device if it lives elsewhere."""
+        device = self.ctx.g.device
+        if any(p.device != device for p in net.parameters()):
+            net = copy.deepcopy(net).to(device).requires_grad_(False)
+        return net
+
+    def _feature_net(self) -> Features:
+        """The vgg_l1 feature maps: the toy backbone's conv stages on the embedded world (its
+        LPIPS network), torchvision VGG-16's conv1_1..conv4_3 elsewhere (`vgg_trunk`)."""
+        if self._features is None:
+            net = self.ctx.perceptual
+            if getattr(net, "backbone_name", None) == "toy":
+                self._features = self._on_g_device(net).lpips_features
+            else:
+                vgg = VGGFeatures(vgg_trunk(net)).eval().requires_grad_(False)
+                self._features = vgg.to(self.ctx.g.device)
+        return self._features
 
     def g_extra_losses(self, step: Step, fake: torch.Tensor | None) -> dict[str, torch.Tensor]:
         g, shots, p = self.ctx.g, self.ctx.shots, self.params
@@ -213,7 +314,11 @@ class BSA(Method):
         img, _ = self.generate(g, [self.stats, self.codes], [self.codes.to_w(c + jitter)],
                                input_is_latent=True, noise=g.make_noise(len(c)))
         losses = {"bsa_pixel": p.pixel_weight * (img - shots).abs().mean()}
-        if p.perceptual_weight > 0:
+        if p.perceptual == "vgg_l1":
+            if p.vgg_l1_weight > 0:
+                losses["bsa_perceptual"] = p.vgg_l1_weight * feature_l1(
+                    self._feature_net(), img, shots)
+        elif p.perceptual_weight > 0:
             dist = lpips_pair_distances(self._perceptual_net(), img, shots)
             losses["bsa_perceptual"] = p.perceptual_weight * dist.mean()
         with torch.no_grad():  # the prior the codes are pulled to: standardised source W
