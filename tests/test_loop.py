@@ -4,6 +4,7 @@ NaN handling, and the `adaptscope run` command (including a SIGKILL and --resume
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -170,18 +171,20 @@ def test_cli_runs_a_plugin_method_in_worker_processes(source_checkpoint, tmp_pat
     assert any(not torch.equal(source[k], adapted[k]) for k in synthesis)
 
 
-def test_path_length_penalty_is_the_same_when_the_mapping_network_is_frozen():
+@pytest.mark.parametrize("n_styles", [1, 2])
+def test_path_length_penalty_is_the_same_when_the_mapping_network_is_frozen(n_styles):
     from adaptscope.methods import Method, MethodContext
     from adaptscope.train.losses import g_path_length_penalty
     from adaptscope.train.step import _path_length_sample
 
     torch.manual_seed(0)
     g = Generator(16, 32, 2, channels=CH)
-    z = torch.randn(2, 32)
+    styles = list(torch.randn(n_styles, 2, 32).unbind(0))  # two: style mixing
 
     def penalty_and_synthesis_grads():
-        torch.manual_seed(1)  # the same noise maps and projection in both cases
-        fake, latents = _path_length_sample(g, Method(None, MethodContext(g=g, d=None)), z)
+        torch.manual_seed(1)  # the same noise maps, mixing point and projection in both cases
+        random.seed(1)
+        fake, latents = _path_length_sample(g, Method(None, MethodContext(g=g, d=None)), styles)
         pl, _ = g_path_length_penalty(fake, latents, torch.zeros(()))
         synthesis = [p for n, p in g.named_parameters() if not n.startswith("style.")]
         return pl, torch.autograd.grad(pl, synthesis, allow_unused=True)

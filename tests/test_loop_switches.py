@@ -1,6 +1,7 @@
 """The loop's switches change what training sees: `train.flip` mirrors the shots, ADA augments
 every image D is shown (reals and fakes, in the D and the G step) and R1 differentiates the very
-reals D's loss saw, and `train.mixing` is the probability of a two-style batch. Each is read
+reals D's loss saw, and `train.mixing` is the probability of a two-style batch (the path-length
+pass's too). Each is read
 off spies on tiny networks, against counts known by construction or a binomial tolerance."""
 
 from __future__ import annotations
@@ -164,6 +165,18 @@ def test_the_generator_gets_two_styles_in_mixing_share_of_training_calls(p, one_
     assert n == 30  # a D-step and a G-step batch per iteration
     # Binomial(30, 0.9 or 0.1): 27 or 3, +- 1.6 (1 std); the inverted rate is 24 away.
     assert within_binomial(sum(k == 2 for k in method.styles), n, p)
+
+
+@pytest.mark.parametrize("p", [0.9, 0.1])
+def test_the_path_length_pass_draws_mixing_noise_too(p, one_thread):
+    """rosinality and CDC draw the path-length batch with `mixing_noise` (train.py), not one
+    style: the pass's generator call gets two styles in `mixing` of its draws."""
+    step, method, real = tiny_step(mixing=p, r1_gamma=0.0, path_regularize=1.0, path_every=1)
+    for iteration in range(15):
+        step(iteration, real)
+    assert len(method.styles) == 45  # D step, G step and path-length pass per iteration
+    path_pass = method.styles[2::3]
+    assert within_binomial(sum(k == 2 for k in path_pass), len(path_pass), p)
 
 
 @pytest.mark.parametrize(("flip", "mixing"), [(True, 0.1), (False, 0.3)])

@@ -24,6 +24,15 @@ from adaptscope.models import Discriminator, Generator
 from adaptscope.registry import Registry
 
 
+def mixing_noise(batch: int, dim: int, mixing: float,
+                 device: torch.device | str = "cpu") -> list[torch.Tensor]:
+    """rosinality's `mixing_noise`: two styles with probability `mixing` (style mixing), else
+    one. No draw decides it when `mixing` is 0, so a run without mixing draws what it always did."""
+    if mixing > 0 and torch.rand(()).item() < mixing:
+        return list(torch.randn(2, batch, dim, device=device).unbind(0))
+    return [torch.randn(batch, dim, device=device)]
+
+
 @dataclass
 class MethodContext:
     """What a method may use: the networks being adapted, frozen source copies and the shots.
@@ -150,10 +159,7 @@ class Method:
 
     def sample_latents(self, step: Step, batch: int) -> list[torch.Tensor]:
         """Latents for the adversarial terms; default: rosinality's mixing noise."""
-        dim = self.ctx.g.style_dim
-        if self.ctx.mixing > 0 and torch.rand(()).item() < self.ctx.mixing:
-            return list(torch.randn(2, batch, dim).unbind(0))
-        return [torch.randn(batch, dim)]
+        return mixing_noise(batch, self.ctx.g.style_dim, self.ctx.mixing)
 
     def d_logits(self, step: Step, images: torch.Tensor) -> torch.Tensor:
         """Discriminator logits used by the adversarial losses (image level by default)."""

@@ -15,6 +15,7 @@ import torch
 
 from adaptscope.errors import TrainingDiverged
 from adaptscope.methods import Method, Step
+from adaptscope.methods.base import mixing_noise
 from adaptscope.models import Discriminator, Generator
 from adaptscope.spec import LoopSpec
 from adaptscope.train.augment import AdaptiveAugment
@@ -41,17 +42,19 @@ def _check(losses: dict[str, torch.Tensor], iteration: int) -> None:
 
 
 def _path_length_sample(g: Generator, method: Method,
-                        z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images and the W latents that path-length regularisation differentiates against.
+                        styles: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images and the W latents that path-length regularisation differentiates against, from
+    one style or two (mixing noise, as every reference draws it: rosinality train.py
+    `mixing_noise(path_batch_size, ...)`).
 
     With the mapping network training (the reference case) W carries its graph; a method that
     freezes it leaves W without one, so the penalty starts from W itself.
     """
     modules = method.extra_g_modules()
     if any(p.requires_grad for p in g.style.parameters()):
-        return method.generate(g, modules, [z], return_latents=True)
-    w = g.style(z).detach().requires_grad_(True)
-    return method.generate(g, modules, [w], input_is_latent=True, return_latents=True)
+        return method.generate(g, modules, styles, return_latents=True)
+    ws = [g.style(z).detach().requires_grad_(True) for z in styles]
+    return method.generate(g, modules, ws, input_is_latent=True, return_latents=True)
 
 
 @dataclass
@@ -175,8 +178,8 @@ class GANStep:
         # --- generator: lazy path-length regularisation ---------------------------------------
         if loop.path_regularize > 0 and iteration % loop.path_every == 0:
             n = max(1, loop.batch // loop.path_batch_shrink)
-            fake, latents = _path_length_sample(g, method,
-                                                torch.randn(n, g.style_dim, device=device))
+            fake, latents = _path_length_sample(
+                g, method, mixing_noise(n, g.style_dim, loop.mixing, device))
             pl, self.mean_path_length = g_path_length_penalty(fake, latents,
                                                               self.mean_path_length)
             # `0 * image` (as the reference): every G parameter that made the image gets a
