@@ -14,6 +14,7 @@ import zipfile
 from pathlib import Path
 
 import matplotlib
+from _cli_checks import one_error
 
 matplotlib.use("Agg")
 
@@ -31,7 +32,7 @@ import adaptscope.viz.report as report_module  # noqa: E402
 from adaptscope import load_trajectories  # noqa: E402
 from adaptscope.cli import app  # noqa: E402
 from adaptscope.data.folder import load_images  # noqa: E402
-from adaptscope.errors import EXIT_BAD_INPUT, CheckpointError, DataError  # noqa: E402
+from adaptscope.errors import CheckpointError, DataError  # noqa: E402
 from adaptscope.track import rundir  # noqa: E402
 from adaptscope.viz import (  # noqa: E402
     FigureSkipped,
@@ -51,12 +52,6 @@ def no_debug(monkeypatch):
     monkeypatch.delenv("ADAPTSCOPE_DEBUG", raising=False)
 
 
-def one_error(result) -> str:
-    """The one `error:` line of a refused command: exit 2, nothing else on stderr."""
-    assert result.exit_code == EXIT_BAD_INPUT, result.output
-    assert "Traceback" not in result.output
-    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr
-    return result.stderr.strip()
 
 
 # --- 1. a checkpoint's recorded network configuration ----------------------------------------

@@ -11,18 +11,17 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from _cli_checks import one_error, write_pngs
 from _tiny_world import tiny_spec
-from PIL import Image
 from typer.testing import CliRunner
 
 import adaptscope.train.preflight as preflight
 from adaptscope import load_trajectories
 from adaptscope.cli import app
 from adaptscope.config import dumps_toml, read_toml
-from adaptscope.errors import EXIT_BAD_INPUT, ConfigError
+from adaptscope.errors import ConfigError
 from adaptscope.spec import (
     MetricsSpec,
     RunSpec,
@@ -35,26 +34,10 @@ from adaptscope.train.experiment import load_experiment
 cli = CliRunner(env={"COLUMNS": "400"})
 
 
-def error_lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.startswith("error: ")]
 
 
-def one_error(result) -> str:
-    """The one `error:` line of a failed command (exit 2, nothing else on stderr)."""
-    assert result.exit_code == EXIT_BAD_INPUT, result.output
-    assert "Traceback" not in result.output
-    lines = error_lines(result.stderr)
-    assert len(lines) == 1 and result.stderr.strip() == lines[0], result.stderr
-    return lines[0]
 
 
-def write_pngs(folder: Path, n: int, size: int = 16) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(
-            folder / f"img{i:03d}.png")
-    return folder
 
 
 def tiny_args(source: Path, *more: str) -> list[str]:

@@ -10,16 +10,15 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
+from _cli_checks import one_error, write_pngs
 from _tiny_world import tiny_spec
-from PIL import Image
 from typer.testing import CliRunner
 
 from adaptscope import load_trajectories
 from adaptscope.cli import app
 from adaptscope.config import dumps_toml
-from adaptscope.errors import EXIT_BAD_INPUT, DataError
+from adaptscope.errors import DataError
 from adaptscope.spec import MetricsSpec, TargetSpec
 from adaptscope.track.evaluate import DC_K, PR_K, set_size_problems
 from adaptscope.train import preflight
@@ -30,21 +29,8 @@ TINY_METRICS = ["--set", "metrics.fid_n_gen=24", "--set", "metrics.lpips_n_sampl
                 "--set", "metrics.n_grid=4", "--set", "metrics.batch_size=12"]
 
 
-def write_pngs(folder: Path, n: int, size: int = 16) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(
-            folder / f"img{i:03d}.png")
-    return folder
 
 
-def one_error(result) -> str:
-    assert result.exit_code == EXIT_BAD_INPUT, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1 and result.stderr.strip() == lines[0], result.stderr
-    return lines[0]
 
 
 # --- the protocol follows the target ------------------------------------------------------------

@@ -8,15 +8,13 @@ import errno
 import os
 import signal
 import socket
-import subprocess
-import sys
-import textwrap
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import submitit
+from _cli_checks import hold_lock
 from _tiny_world import tiny_spec, write_experiment
 from typer.testing import CliRunner
 
@@ -292,25 +290,12 @@ def test_a_killed_saves_temporary_is_removed_when_the_run_starts(resume, config,
 # --- a second writer -----------------------------------------------------------------------------
 
 
-def _hold_lock(folder: Path) -> subprocess.Popen:
-    """A second process that takes the folder's lock and holds it until killed."""
-    code = textwrap.dedent(f"""
-        import time
-        from adaptscope.track.rundir import RunDir
-        with RunDir({str(folder)!r}).lock():
-            print("locked", flush=True)
-            time.sleep(120)
-    """)
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
-                            cwd=ROOT)
-    assert proc.stdout.readline().strip() == "locked"
-    return proc
 
 
 def test_a_refused_second_writer_prints_only_the_refusal(config, tmp_path):
     out = tmp_path / "runs"
     folder = _unfinished(config, out)
-    holder = _hold_lock(folder.path)
+    holder = hold_lock(folder.path)
     try:
         result = cli.invoke(app, ["run", "--resume", "--out", str(out)])
     finally:

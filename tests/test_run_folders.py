@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _cli_checks import hold_lock
 from _tiny_world import metric_rows, tiny_spec, write_experiment
 from _trajectory_fixtures import make_run
 from rich.console import Console
@@ -188,26 +189,13 @@ def test_resume_of_a_missing_folder_is_an_error_and_of_a_finished_one_a_message(
 # --- one writer per run folder ----------------------------------------------------------------
 
 
-def _hold_lock(folder: Path) -> subprocess.Popen:
-    """A second process that takes the folder's lock and holds it until killed."""
-    code = textwrap.dedent(f"""
-        import sys, time
-        from adaptscope.track.rundir import RunDir
-        with RunDir({str(folder)!r}).lock():
-            print("locked", flush=True)
-            time.sleep(120)
-    """)
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
-                            cwd=ROOT)
-    assert proc.stdout.readline().strip() == "locked"
-    return proc
 
 
 def test_a_second_process_is_refused_and_a_killed_holder_blocks_nothing(source_checkpoint,
                                                                         tmp_path):
     spec = tiny_spec(source_checkpoint)
     folder = RunDir(tmp_path / spec.run_id)
-    holder = _hold_lock(folder.path)
+    holder = hold_lock(folder.path)
     try:
         busy = f"{folder.path} is being written by process {holder.pid} on " \
                f"{socket.gethostname()}; wait for it to finish or stop it"

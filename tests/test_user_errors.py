@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from _cli_checks import one_error
 from _tiny_world import metric_rows, tiny_spec
 from _trajectory_fixtures import make_run
 from typer.testing import CliRunner
@@ -20,7 +21,7 @@ from typer.testing import CliRunner
 import adaptscope.track.tracker as tracker_module
 from adaptscope.cli import app
 from adaptscope.config import dumps_toml, read_toml
-from adaptscope.errors import EXIT_BAD_INPUT, EXIT_RUN_FAILED, ConfigError, DataError
+from adaptscope.errors import EXIT_RUN_FAILED, ConfigError, DataError
 from adaptscope.spec import spec_from_dict
 from adaptscope.track import rundir, store
 from adaptscope.track.store import (
@@ -40,13 +41,6 @@ def no_debug(monkeypatch):
     monkeypatch.delenv("ADAPTSCOPE_DEBUG", raising=False)
 
 
-def one_error(result, code: int = EXIT_BAD_INPUT) -> str:
-    """The one `error:` line of a failed command: nothing else on stderr, no traceback."""
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1 and result.stderr.strip() == lines[0], result.stderr
-    return lines[0]
 
 
 def tiny_args(source: Path, *more: str) -> list[str]:

@@ -66,16 +66,17 @@ def _show(value: Any) -> str:
     return "<absent>" if value is _ABSENT else repr(value)
 
 
-def config_differences(stored: Mapping[str, Any], requested: Mapping[str, Any]) -> list[str]:
+def config_differences(stored: Mapping[str, Any], requested: Mapping[str, Any],
+                       labels: tuple[str, str] = ("stored", "requested")) -> list[str]:
     """Each setting that differs between two nested configs, by dotted key in key order, as
-    `schedule.iterations: 1000 (stored) vs 500 (requested)`; a key that one side lacks shows
-    `<absent>` there. Empty when the configs hold the same settings."""
+    `schedule.iterations: 1000 (stored) vs 500 (requested)` (`labels` name the two sides); a
+    key that one side lacks shows `<absent>` there. Empty when they hold the same settings."""
     old, new = _flatten(stored), _flatten(requested)
     lines = []
     for key in sorted(old.keys() | new.keys()):
         a, b = old.get(key, _ABSENT), new.get(key, _ABSENT)
         if a is _ABSENT or b is _ABSENT or a != b:
-            lines.append(f"{key}: {_show(a)} (stored) vs {_show(b)} (requested)")
+            lines.append(f"{key}: {_show(a)} ({labels[0]}) vs {_show(b)} ({labels[1]})")
     return lines
 
 

@@ -167,7 +167,7 @@ def _metadata(config: Mapping[str, Any], protocol: Mapping[str, Any]) -> dict[st
     return {
         schema.META_CONFIG: _canonical_json(config),
         schema.META_VERSION: __version__,
-        schema.META_PROTOCOL: _canonical_json(_schedule_rule(protocol, config)),
+        schema.META_PROTOCOL: _canonical_json(protocol),
         schema.META_SCHEMA: schema.SCHEMA_VERSION,
     }
 

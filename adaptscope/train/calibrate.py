@@ -34,16 +34,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from adaptscope.config import from_dict
-from adaptscope.errors import ConfigError, RunDirectoryError
+from adaptscope.errors import ConfigError
 from adaptscope.methods import get_method
 from adaptscope.protocols import CUSTOM
 from adaptscope.spec import RunSpec, ScheduleSpec
-from adaptscope.track.rundir import RunDir, describe_differences
 from adaptscope.track.store import load_trajectories
 from adaptscope.train.experiment import load_experiment, run_specs
 from adaptscope.train.loop import run_adaptation
 from adaptscope.train.preflight import check_before_writing
-from adaptscope.train.runner import PlannedRun
+from adaptscope.train.runner import PlannedRun, plan
 
 # The rule's numbers, from reports/ewc-calibration/ (three seeds of the embedded world).
 RATIO_RANGE = (0.2, 3.0)  # penalty / adversarial gradient norm on G where realism converged
@@ -250,20 +249,9 @@ def plan_probes(config: Path | None, overrides: list[str], lambdas: Sequence[flo
             raise ConfigError(f"[ewc] lam = {lam!r}: give a lambda above 0 to centre the grid "
                               "on, or the grid itself with --lambdas")
         lambdas = log_grid(lam)
-    planned = []
-    for lam in [0.0, *sorted({float(v) for v in lambdas if v > 0})]:
-        spec = probe_spec(base, lam, iterations)
-        run = PlannedRun(spec, out / spec.run_id)
-        folder = RunDir(run.run_dir)
-        differences = folder.differences(spec)
-        if differences:
-            raise RunDirectoryError(
-                f"{folder.path} holds a probe with other settings "
-                f"({describe_differences(differences)}); choose another --out, or delete it")
-        if folder.is_done():
-            run.status = "complete"
-        planned.append(run)
-    return planned, cfg
+    specs = [probe_spec(base, lam, iterations)
+             for lam in [0.0, *sorted({float(v) for v in lambdas if v > 0})]]
+    return plan(specs, out, continue_unfinished=True), cfg
 
 
 def run_probes(planned: Sequence[PlannedRun], on_event: EventFn) -> list[Probe]:

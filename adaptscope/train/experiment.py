@@ -36,7 +36,7 @@ from adaptscope.spec import (
     resolve_metrics,
     spec_from_dict,
 )
-from adaptscope.track.rundir import RunDir
+from adaptscope.track.rundir import RunDir, config_differences
 from adaptscope.track.store import read_metadata
 
 
@@ -149,33 +149,18 @@ def recorded_spec(folder: RunDir) -> RunSpec:
     if missing:
         raise _missing_settings(folder, missing, recorded, meta)
     if recorded is not None:
-        here = _flat(json.loads(json.dumps(spec.to_dict(), default=str)))
-        then = _flat(recorded)
-        changed = [k for k in sorted(here.keys() | then.keys())
-                   if here.get(k, _ABSENT) != then.get(k, _ABSENT)]
+        written = json.loads(json.dumps(spec.to_dict(), default=str))  # as the metadata holds it
+        changed = config_differences(recorded, written,
+                                     (f"recorded in {folder.trajectory.name}", "in config.toml"))
         if changed:
-            shown = "; ".join(f"{k} = {_show(here.get(k, _ABSENT))} here, but "
-                              f"{folder.trajectory} recorded {k} = {_show(then.get(k, _ABSENT))}"
-                              for k in changed[:3])
             raise ConfigError(
-                f"{path}: {shown}{_more(changed, 3)}; the file was edited after the run "
-                "started, and resuming would continue another run than the one recorded: "
+                f"{path}: {'; '.join(changed[:3])}{_more(changed, 3)}; the file was edited after "
+                "the run started, and resuming would continue another run than the one recorded: "
                 "restore the recorded values, or start new runs under another --out")
     return spec
 
 
 _ABSENT = "<absent>"
-
-
-def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{'a': {'b': 1}} -> {'a.b': 1}."""
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _lookup(data: dict[str, Any], key: str) -> Any:

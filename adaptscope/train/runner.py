@@ -60,13 +60,15 @@ class PlannedRun:
     error: str = ""
 
 
-def plan(specs: list[RunSpec], out: Path, console: Console | None = None) -> list[PlannedRun]:
+def plan(specs: list[RunSpec], out: Path, console: Console | None = None,
+         continue_unfinished: bool = False) -> list[PlannedRun]:
     """Map specs to run directories, one writer per folder.
 
     A run requested twice (`--methods tgan,tgan`, `--seeds 0,0`) is planned once, with a
     `warning:` line on `console`. A finished run with the same settings is kept; a finished or
     unfinished run with other settings is refused, naming the settings that differ; an
-    unfinished one with the same settings needs --resume.
+    unfinished one with the same settings needs --resume, unless `continue_unfinished` (a
+    command whose runs are its own, such as `calibrate ewc`'s probes).
     """
     planned: dict[str, PlannedRun] = {}
     for spec in specs:
@@ -92,7 +94,7 @@ def plan(specs: list[RunSpec], out: Path, console: Console | None = None) -> lis
                 f"{folder.path} to run it with these settings")
         if folder.is_done():
             run.status = "complete"
-        elif folder.is_started():
+        elif folder.is_started() and not continue_unfinished:
             folder.check_not_busy()
             raise RunDirectoryError(
                 f"{folder.path} holds an unfinished run; pass --resume to continue it, or "
