@@ -2,7 +2,7 @@
 
 from adaptscope.version import __version__
 
-__all__ = ["__version__", "load_trajectories"]
+__all__ = ["__version__", "load_trajectories", "stage_aligned"]
 
 
 def __getattr__(name: str):
@@ -11,4 +11,8 @@ def __getattr__(name: str):
         from adaptscope.track.store import load_trajectories
 
         return load_trajectories
+    if name == "stage_aligned":
+        from adaptscope.track.views import stage_aligned
+
+        return stage_aligned
     raise AttributeError(f"module 'adaptscope' has no attribute {name!r}")

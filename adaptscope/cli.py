@@ -543,6 +543,9 @@ def list_methods(plugin: list[str] = _PLUGIN) -> None:
     for name in sorted(METHODS):
         cls = METHODS[name]
         typer.echo(f"{name:<{width}}{cls.summary}")
+        for key, value in cls.loop_settings.items():  # what its code fixes in the shared loop
+            typer.echo(f"{'':<{width}}{name}.train.{key} = {value!r}  (the method's own; "
+                       f"[{name}.train] changes it)")
         for field_name, default, doc in param_docs(cls):
             typer.echo(f"{'':<{width}}{name}.{field_name} = {default!r}  {doc.split('. ')[0]}")
 
@@ -608,6 +611,21 @@ _RUNS_ARG = typer.Argument(
 _FIGURES_OUT = typer.Option(Path("figures"), "--out", help="Folder to write the figures into.")
 _FORMATS = typer.Option("png", "--format", help="Comma-separated figure formats: png, pdf, svg.")
 _REPORT_OUT = typer.Option(..., "--out", help="Report folder, for example reports/ffhq-babies.")
+_X_AXIS = typer.Option("iterations", "--x", help="The curves' x: iterations (generator updates) "
+                       "or images (real images seen: methods with other batch sizes side by side).")
+_ALIGN = typer.Option("run", "--align", help="run: count from each run's start; stage: from the "
+                      "start of a staged method's last stage (AdAM after its probing).")
+
+
+def _x_axis(x: str, align: str) -> tuple[str, str]:
+    """--x and --align checked, a bad value reported as a config error naming the choices."""
+    from adaptscope.viz.panels import ALIGNMENTS, X_AXES
+
+    for option, value, allowed in (("--x", x, X_AXES), ("--align", align, ALIGNMENTS)):
+        if value not in allowed:
+            raise ConfigError(f"{option} {value!r} is not an axis; give one of "
+                              f"{', '.join(allowed)}")
+    return x, align
 
 
 def _formats(text: str) -> tuple[str, ...]:
@@ -623,7 +641,8 @@ def _formats(text: str) -> tuple[str, ...]:
 
 
 @app.command()
-def plot(runs: list[Path] = _RUNS_ARG, out: Path = _FIGURES_OUT, fmt: str = _FORMATS) -> None:
+def plot(runs: list[Path] = _RUNS_ARG, out: Path = _FIGURES_OUT, fmt: str = _FORMATS,
+         x: str = _X_AXIS, align: str = _ALIGN) -> None:
     """Draw the realism, diversity, quality-diversity, replication and sample figures."""
     import matplotlib
 
@@ -632,7 +651,8 @@ def plot(runs: list[Path] = _RUNS_ARG, out: Path = _FIGURES_OUT, fmt: str = _FOR
     from adaptscope.viz.figures import make_figures
 
     formats = _formats(fmt)
-    result = make_figures(load_trajectories(runs), out, formats)
+    x, align = _x_axis(x, align)
+    result = make_figures(load_trajectories(runs), out, formats, x=x, align=align)
     for path in result.written:
         typer.echo(str(path))
     for reason in result.skipped:
@@ -642,14 +662,17 @@ def plot(runs: list[Path] = _RUNS_ARG, out: Path = _FIGURES_OUT, fmt: str = _FOR
 
 
 @app.command()
-def report(runs: list[Path] = _RUNS_ARG, out: Path = _REPORT_OUT, fmt: str = _FORMATS) -> None:
+def report(runs: list[Path] = _RUNS_ARG, out: Path = _REPORT_OUT, fmt: str = _FORMATS,
+           x: str = _X_AXIS, align: str = _ALIGN) -> None:
     """Write figures, the summary table (Markdown, CSV) and an index.html with the protocol."""
     import matplotlib
 
     matplotlib.use("Agg")
     from adaptscope.viz.report import write_report
 
-    result = write_report(runs, out, _formats(fmt), log=lambda line: typer.echo(line, err=True))
+    x, align = _x_axis(x, align)
+    result = write_report(runs, out, _formats(fmt), log=lambda line: typer.echo(line, err=True),
+                          x=x, align=align)
     for path in [*result.figures.written, result.summary_csv, result.summary_md, result.index]:
         typer.echo(str(path))
     for reason in result.figures.skipped:

@@ -165,6 +165,9 @@ class LoopSpec:
 
     batch: int = 4
     lr: float = 0.002
+    # [C] Adam's (beta1, beta2) for G and D: rosinality's (0, 0.99); with lazy regularisation
+    # both are raised to every / (every + 1), as the reference does for beta2
+    betas: tuple[float, float] = (0.0, 0.99)
     r1_gamma: float = 10.0
     r1_every: int = 16
     path_regularize: float = 2.0  # 0 disables path-length regularisation
@@ -206,6 +209,8 @@ class LoopSpec:
         _check(0 <= self.mixing <= 1, "train.mixing", self.mixing, "0 <= train.mixing <= 1")
         _check(0 <= self.ema_decay < 1, "train.ema_decay", self.ema_decay,
                "0 <= train.ema_decay < 1")
+        _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "train.betas",
+               list(self.betas), "two values, each 0 <= beta < 1, e.g. [0.0, 0.99]")
 
 
 @dataclass
@@ -422,6 +427,9 @@ class ExperimentConfig:
     metrics: MetricsSpec = field(default_factory=MetricsSpec)
     executor: ExecutorSpec = field(default_factory=ExecutorSpec)
     method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Per method, the shared sections' settings its runs change (`[rick.train] batch = 4`):
+    # section name -> {setting: value}; applied by `adaptscope.train.experiment.run_specs`.
+    method_sections: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check(self.threads >= 1, "threads", self.threads, "threads >= 1")

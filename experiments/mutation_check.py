@@ -87,6 +87,8 @@ SWITCHES = "tests/test_loop_switches.py::"
 PINNED = "tests/test_pinned_defaults.py::"
 RESUME_FAST = "tests/test_method_state_resume.py::"
 METHOD_SWITCHES = "tests/test_method_switches.py::"
+LOOP_SETTINGS = "tests/test_method_loop_settings.py::"
+STAGES = "tests/test_stage_axes.py::"
 
 
 @dataclass(frozen=True)
@@ -252,9 +254,9 @@ MUTANTS = [
     mutant("minegan-evaluation-always-live-miners", "adaptscope/methods/minegan.py",
            "if self.params.eval_live_miners:", "if True:",
            MINEGAN + "test_evaluation_samples_through_live_miners_or_their_averages"),
-    mutant("minegan-mine-stage-one-iteration-longer", "adaptscope/methods/minegan.py",
-           '"mine" if iteration < self.params.miner_iterations',
-           '"mine" if iteration <= self.params.miner_iterations',
+    mutant("minegan-mine-stage-one-iteration-longer", "adaptscope/methods/base.py",
+           "for name, start in self.stages() if start <= iteration]",
+           "for name, start in self.stages() if start < iteration]",
            MINEGAN + "test_stage_switches_after_miner_iterations"),
     mutant("minegan-g-trains-in-the-mine-stage", "adaptscope/methods/minegan.py",
            'if which == "g" and self.stage(step.iteration) == "mine":',
@@ -502,6 +504,31 @@ MUTANTS = [
     mutant("loss-means-lost-with-a-rolled-back-table", "adaptscope/train/loop.py",
            "columns = {**checkpoint_columns, **columns}", "columns = columns",
            "tests/test_recovery.py::test_rolling_back_to_the_previous_table_restores_every_column"),
+    mutant("stage-start-of-the-first-stage", "adaptscope/methods/base.py",
+           "return self._stage_at(iteration)[1]", "return self.stages()[0][1]",
+           RESUME_FAST + "test_the_row_at_the_switch_names_the_stage_that_starts_there"),
+    mutant("path-length-mean-carried-over-a-restart", "adaptscope/train/step.py",
+           "self.mean_path_length = torch.zeros_like(self.mean_path_length)", "pass",
+           STEP + "test_the_path_length_mean_restarts_with_the_optimisers"),
+    mutant("lazy-adam-beta1-not-raised", "adaptscope/train/state.py",
+           "betas=(betas[0] ** c, betas[1] ** c)", "betas=(betas[0], betas[1] ** c)",
+           LOOP_SETTINGS + "test_the_optimisers_take_the_betas_raised_for_lazy_regularisation"),
+    mutant("method-train-table-ignored", "adaptscope/train/experiment.py",
+           'train = {**get_method(spec.method).loop_settings, **sections.get("train", {})}',
+           "train = dict(get_method(spec.method).loop_settings)",
+           LOOP_SETTINGS + "test_an_experiment_sets_a_methods_own_loop_and_schedule"),
+    mutant("rick-at-the-shared-batch", "adaptscope/methods/rick.py",
+           'loop_settings = {"batch": 2}', "loop_settings = {}",
+           LOOP_SETTINGS + "test_each_method_runs_with_its_codes_optimiser_and_batch"),
+    mutant("stage-aligned-not-shifted", "adaptscope/track/views.py",
+           'rows["iteration"] = rows["iteration"] - start', "pass",
+           STAGES + "test_stage_aligned_counts_each_run_from_its_last_stage"),
+    mutant("stage-convergence-over-the-whole-run", "adaptscope/viz/summary.py",
+           'in_stage, _ = _convergence(run[run["iteration"] >= start], pt_threshold, '
+           "fid_tolerance)",
+           "in_stage = converged",
+           STAGES + "test_the_summary_gives_convergence_in_total_and_last_stage_iterations_and_"
+           "images"),
     mutant("preflight-skips-set-sizes", "adaptscope/track/evaluate.py",
            "    problems = failing[-1:]  # the largest need",
            "    problems = failing[:0]  # the largest need",

@@ -281,11 +281,30 @@ class Staged(FixedLatents):
 
     stages_restart_optimizers = True
 
-    def stage(self, iteration):
-        return "first" if iteration < 1 else "second"
+    def stages(self):
+        return [("first", 0), ("second", 1)]
 
     def trains_generator(self, iteration):
         return iteration >= 1
+
+
+class StagedBothTrained(Staged):
+    def trains_generator(self, iteration):
+        return True
+
+
+def test_the_path_length_mean_restarts_with_the_optimisers():
+    """A stage run as a separate training starts its path-length mean at 0, as its script."""
+    torch.manual_seed(6)
+    g, d = FixedNoiseGenerator(16, 16, 1, channels=CH), Discriminator(16, channels=CH)
+    loop = LoopSpec(batch=2, r1_gamma=0.0, path_regularize=1.0, path_every=1, mixing=0.0)
+    method = StagedBothTrained(MethodContext(g=g, d=d), [torch.randn(2, 16) for _ in range(4)])
+    step = GANStep(g, d, copy.deepcopy(g), method, loop)
+    step.mean_path_length = torch.tensor(5.0)  # as carried from a long first stage
+    step(0, torch.rand(2, 3, 16, 16))  # the last step of "first": the mean is restarted after it
+    assert step.mean_path_length.item() == 0.0
+    step(1, torch.rand(2, 3, 16, 16))  # within a stage, the mean accumulates again
+    assert step.mean_path_length.item() > 0.0
 
 
 def test_a_stage_with_g_fixed_and_fresh_optimisers_at_the_stage_change():

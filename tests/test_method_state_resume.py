@@ -84,3 +84,4 @@ def test_the_row_at_the_switch_names_the_stage_that_starts_there(method, params,
     run_adaptation(spec, tmp_path / "run")
     assert [(r["iteration"], r["stage"]) for r in trackers[0].rows] == list(
         zip([0, 2, 4], stages, strict=True))
+    assert [r["stage_start"] for r in trackers[0].rows] == [0, 2, 2]  # where each stage began

@@ -151,6 +151,25 @@ def test_ctrl_c_stops_every_run_resumably_and_exits_130(source_checkpoint, tmp_p
     _assert_resumable(out, checkpoints=False)  # stopped as early as it could be
 
 
+def test_ctrl_c_before_a_run_starts_leaves_it_resumable(source_checkpoint, tmp_path,
+                                                        monkeypatch):
+    """A Ctrl-C while the first run is starting: the runs after it, which never started, are
+    still continued by `--resume` (their configs are written before any run starts)."""
+    specs = [tiny_spec(source_checkpoint, method=m) for m in ("tgan", "freezed", "cdc")]
+    planned = runner.plan(specs, tmp_path / "runs", Console(file=open(os.devnull, "w")))
+
+    def interrupted(run, handle, console):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "_run_inline", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        runner.execute(planned, workers=1, console=Console(file=open(os.devnull, "w")))
+    resumed = runner.plan_resume(tmp_path / "runs")
+    assert sorted(r.spec.run_id for r in resumed) == sorted(s.run_id for s in specs)
+    assert all(r.spec == s for r, s in zip(sorted(resumed, key=lambda r: r.spec.run_id),
+                                           sorted(specs, key=lambda s: s.run_id), strict=True))
+
+
 # The child: says its PID once its watchdog runs, then works on.
 _CHILD = """
 import os, threading, time

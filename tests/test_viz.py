@@ -377,7 +377,7 @@ def test_a_methods_first_stage_is_marked_where_its_last_stage_starts(tmp_path):
     verticals = [line for line in ax.get_lines() if list(line.get_xdata()) == [1250.0, 1250.0]]
     assert len(verticals) == 1
     assert to_hex(verticals[0].get_color()) == method_palette(df["method"])["adam"]
-    assert "dotted: a method's first row in its last stage" in fig.get_suptitle()
+    assert "dotted: where a method's last stage begins" in fig.get_suptitle()
     assert "dotted" not in plot_diversity(df.drop(columns="stage")).get_suptitle()
 
 

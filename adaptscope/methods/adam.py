@@ -133,8 +133,10 @@ class AdAM(Method):
     class Params:
         probe_iterations: int = hp(
             500, "[C] Probing iterations (_bash_importance_probing.sh:13 --fisher_freq 500; "
-            "AdAM_importance_probing.py:180). Embedded world, 1,000 iterations: 250, the code's "
-            "1:3 of probing to adaptation (1,500 iterations, _bash_main_adaptation.sh:13).")
+            "AdAM_importance_probing.py:180), before 1,500 of adaptation "
+            "(_bash_main_adaptation.sh:13). Probing restarts from the source, so it comes on "
+            "top of the adaptation iterations: the embedded study runs 250 + 1,000 "
+            "(experiments/all-methods.toml, `[adam.schedule]`).")
         n_fisher: int = hp(
             1000, "[C] Latents, one per gradient, in the Fisher: 250 batches of 4 "
             "(_bash_importance_probing.sh:13; noise_generation.py:13-14; "
@@ -207,8 +209,8 @@ class AdAM(Method):
         return (p for n, p in self.ctx.d.named_parameters()
                 if n not in ("convs.0.0.weight", "convs.0.1.bias"))
 
-    def stage(self, iteration: int) -> str:
-        return "probe" if iteration < self.params.probe_iterations else "adapt"
+    def stages(self) -> list[tuple[str, int]]:
+        return [("probe", 0), ("adapt", self.params.probe_iterations)]
 
     def generate(self, g: nn.Module, modules: list[nn.Module], styles: list[torch.Tensor],
                  **kwargs: Any) -> tuple[torch.Tensor, Any]:

@@ -132,10 +132,24 @@ class Method:
         return iter(self.ctx.d.parameters())
 
     # --- per iteration --------------------------------------------------------------------
+    def stages(self) -> list[tuple[str, int]]:
+        """The method's stages in order, each (name, first iteration): AdAM's importance
+        probing, MineGAN's miner-only start, RICK's warm-up. Rows record the stage and where it
+        began (`stage`, `stage_start`), so curves can be aligned at the last stage's start."""
+        return [("adapt", 0)]
+
     def stage(self, iteration: int) -> str:
-        """The method's stage at `iteration`, recorded in each row's `stage` column (AdAM's
-        importance probing, MineGAN's miner-only start)."""
-        return "adapt"
+        """The stage of the training step at `iteration`: the last one begun by then (a row at
+        a switch shows the new stage, with weights trained by the stages before it)."""
+        return self._stage_at(iteration)[0]
+
+    def stage_start(self, iteration: int) -> int:
+        """The iteration where the stage at `iteration` began."""
+        return self._stage_at(iteration)[1]
+
+    def _stage_at(self, iteration: int) -> tuple[str, int]:
+        begun = [(name, start) for name, start in self.stages() if start <= iteration]
+        return begun[-1] if begun else self.stages()[0]
 
     def lr_factor(self, iteration: int) -> float:
         """Both optimisers' learning rate at `iteration`, as a factor of the configured one (a

@@ -175,8 +175,9 @@ class BSA(Method):
     name = "bsa"
     summary = "Learn only G's per-channel scales/shifts and per-shot codes by reconstruction."
     adversarial = False
-    # [C] lr 0.03 (ada_generator.py:331; default.yml:46); no path length or R1 runs without D.
-    loop_settings = {"lr": 0.03, "path_regularize": 0.0, "r1_gamma": 0.0}
+    # [C] lr 0.03 (ada_generator.py:331; default.yml:46) in chainer's Adam with its default
+    # betas (0.9, 0.999) (ada_generator.py:55-60); no path length or R1 runs without D.
+    loop_settings = {"lr": 0.03, "betas": (0.9, 0.999), "path_regularize": 0.0, "r1_gamma": 0.0}
 
     @dataclass
     class Params:

@@ -99,10 +99,8 @@ class MineGAN(Method):
     def extra_g_modules(self) -> list[nn.Module]:
         return [self.miner] + ([self.input_miner] if self.input_miner is not None else [])
 
-    def stage(self, iteration: int) -> str:
-        """The stage of the training step at `iteration` (a row at the switch shows 'joint',
-        with weights trained by the mine stage alone)."""
-        return "mine" if iteration < self.params.miner_iterations else "joint"
+    def stages(self) -> list[tuple[str, int]]:
+        return [("mine", 0), ("joint", self.params.miner_iterations)]
 
     def generate(self, g: Generator, modules: list[nn.Module], styles: list[torch.Tensor],
                  **kwargs: Any) -> tuple[torch.Tensor, Any]:

@@ -77,6 +77,9 @@ def decide(importance: list[tuple[Unit, torch.Tensor]], preserve_percentile: flo
 class RICK(Method):
     name = "rick"
     summary = "Fisher-ranked filters: prune the least important, freeze the most (Zhao 2023)."
+    # [C] batch 2: its README trains with --batch 2 (README.md:97). Compare it with batch-4
+    # methods in images seen (`adaptscope plot --x images`) as well as in iterations.
+    loop_settings = {"batch": 2}
 
     @dataclass
     class Params:
@@ -137,8 +140,8 @@ class RICK(Method):
         since = iteration - self.params.warmup_iter
         return since >= 0 and since % self.params.fisher_every == 0
 
-    def stage(self, iteration: int) -> str:
-        return "warmup" if iteration < self.params.warmup_iter else "adapt"
+    def stages(self) -> list[tuple[str, int]]:
+        return [("warmup", 0), ("adapt", self.params.warmup_iter)]
 
     def trains_generator(self, iteration: int) -> bool:
         """G still in the warm-up: no G backward, no path length (TDUP:518-519, 547)."""

@@ -7,7 +7,9 @@ Schema history: version 2 added `evaluation` ("full" or "cheap"); a version-1 fi
 evaluations only and is read as such. Version 3 added `protocol` and the metrics computed from the
 FID features and the LPIPS distances (KID, precision/recall/density/coverage, memorisation);
 older files read them as null. Version 4 added `stage`, the method's stage at the row (AdAM's
-importance probing, MineGAN's miner-only start; "adapt" for methods of one stage).
+importance probing, MineGAN's miner-only start; "adapt" for methods of one stage). Version 5
+added `stage_start`, the iteration where the row's stage began (`stage_aligned` counts a run's
+iterations from its last stage's start with it).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ PROGRESS_COLUMNS: dict[str, str] = {
     "wall_time_s": "float64",
     "evaluation": "string",
     "stage": "string",  # the method's stage (Method.stage); null for external checkpoints
+    "stage_start": "Int64",  # the iteration where that stage began (Method.stage_start)
 }
 FULL = "full"
 CHEAP = "cheap"
@@ -68,8 +71,8 @@ META_CONFIG = "adaptscope.config"  # the run's resolved config, JSON
 META_VERSION = "adaptscope.version"  # adaptscope version that wrote the file
 META_PROTOCOL = "adaptscope.protocol"  # evaluation protocol, JSON (backbones, sample counts, ...)
 META_SCHEMA = "adaptscope.schema"  # schema version of this table
-SCHEMA_VERSION = "4"
-READABLE_SCHEMA_VERSIONS: tuple[str, ...] = ("1", "2", "3", SCHEMA_VERSION)
+SCHEMA_VERSION = "5"
+READABLE_SCHEMA_VERSIONS: tuple[str, ...] = ("1", "2", "3", "4", SCHEMA_VERSION)
 # The version that added a column; a file of an earlier version is read with it null (and
 # `evaluation` as "full").
 ADDED_IN: dict[str, int] = {
@@ -77,6 +80,7 @@ ADDED_IN: dict[str, int] = {
     **{c: 3 for c in ("protocol", "kid", "kid_std", "precision", "recall", "density",
                       "coverage", "memorised_features", "memorised_lpips")},
     "stage": 4,
+    "stage_start": 5,
 }
 
 

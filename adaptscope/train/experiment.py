@@ -22,6 +22,7 @@ from adaptscope.config import (
     missing_settings,
     read_toml,
     set_values,
+    to_dict,
 )
 from adaptscope.errors import ConfigError, PluginError
 from adaptscope.methods import METHODS, Method, get_method
@@ -76,7 +77,12 @@ def load_experiment(path: str | Path | None = None, overrides: list[str] | None 
         data = set_values(data, values)
     _load_plugins(data, plugins or [], str(source))
     method_params = {k: data.pop(k) for k in list(data) if k in METHODS}
+    sections = {name: {key: table.pop(key) for key in METHOD_SECTIONS
+                       if isinstance(table, dict) and isinstance(table.get(key), dict)}
+                for name, table in method_params.items()}
     cfg = from_dict(ExperimentConfig, data, str(source))
+    cfg.method_sections = {name: _typed_sections(cfg, name, given, source)
+                           for name, given in sections.items() if given}
     for name in cfg.methods:
         params = method_params.get(name, {})
         parsed = from_dict(get_method(name).Params, params, f"{source}: [{name}]")
@@ -93,14 +99,40 @@ def load_experiment(path: str | Path | None = None, overrides: list[str] | None 
     return cfg
 
 
+# Sub-tables of a method's table that change the shared settings for that method's runs only:
+# `[rick.train] batch = 4`, `[adam.schedule] iterations = 1250` (`--set rick.train.batch=4`).
+METHOD_SECTIONS: tuple[str, ...] = ("train", "schedule")
+
+
+def _typed_sections(cfg: ExperimentConfig, name: str, given: dict[str, dict[str, Any]],
+                    source: Path) -> dict[str, dict[str, Any]]:
+    """A method's `train` / `schedule` sub-tables, checked and typed against the experiment's
+    own sections (an unknown key or a bad value names `[method.section]`)."""
+    typed = {}
+    for key, values in given.items():
+        base = getattr(cfg, key)
+        where = f"[{name}.{key}]"
+        try:
+            merged = from_dict(type(base), {**to_dict(base), **values}, f"{source}: {where}")
+        except ConfigError as err:
+            raise ConfigError(str(err) if where in str(err) else f"{where}: {err}") from err
+        typed[key] = {k: getattr(merged, k) for k in values}
+    return typed
+
+
 def run_specs(cfg: ExperimentConfig) -> list[RunSpec]:
     """The experiment's runs, each with the loop settings its method fixes (`loop_settings`:
-    TGAN+ADA runs with ADA on), so every run folder's config holds what actually runs."""
+    TGAN+ADA runs with ADA on, RICK at batch 2), then the experiment's own settings for that
+    method (`[rick.train]`, `[adam.schedule]`), so every run folder's config holds what
+    actually runs."""
     specs = []
     for spec in cfg.runs():
-        settings = get_method(spec.method).loop_settings
-        if settings:
-            spec = replace(spec, train=replace(spec.train, **settings))
+        sections = cfg.method_sections.get(spec.method, {})
+        train = {**get_method(spec.method).loop_settings, **sections.get("train", {})}
+        if train:
+            spec = replace(spec, train=replace(spec.train, **train))
+        if sections.get("schedule"):
+            spec = replace(spec, schedule=replace(spec.schedule, **sections["schedule"]))
         specs.append(spec)
     return specs
 

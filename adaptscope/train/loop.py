@@ -196,7 +196,8 @@ def _train_columns(stats: TrainingStats, step: GANStep, method: Method,
                    iteration: int) -> dict[str, Any]:
     """The row's training columns: the method's stage, loss / gradient means since the last
     row, ADA's p."""
-    columns: dict[str, Any] = {"stage": method.stage(iteration), **stats.means()}
+    columns: dict[str, Any] = {"stage": method.stage(iteration),
+                               "stage_start": method.stage_start(iteration), **stats.means()}
     if step.augment is not None:
         columns["ada_p"] = float(step.augment.p)
     return columns

@@ -241,6 +241,17 @@ def _stopped_on_error(pool: ProcessPoolExecutor) -> Iterator[None]:
         raise
 
 
+def record_configs(runs: list[PlannedRun]) -> None:
+    """Write each run's config before any run starts, so that a Ctrl-C at any moment (a run
+    still waiting for a worker, or one stopped before it wrote anything) leaves every run
+    listed by `adaptscope run --resume`."""
+    for run in runs:
+        folder = RunDir(run.run_dir)
+        if not folder.is_started():
+            with folder.lock():
+                folder.write_spec(run.spec)
+
+
 def _worker(spec_data: dict[str, Any], run_dir: str, events) -> None:
     # Imported here so that spawned processes start only what a run needs.
     from adaptscope.train.loop import run_adaptation
@@ -265,6 +276,7 @@ def execute(runs: list[PlannedRun], workers: int, console: Console | None = None
     todo = [r for r in runs if r.status == "pending"]
     if not todo:
         return
+    record_configs(todo)
     columns = (TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[latest]}"))
     with Progress(*columns, console=console) as progress:

@@ -10,12 +10,13 @@ import torch
 from adaptscope.models import Discriminator, Generator, load_checkpoint
 
 
-def lazy_adam(params, lr: float, every: int, enabled: bool = True) -> torch.optim.Adam:
-    """Adam with beta1 0; with lazy regularisation every `every` steps, lr and beta2 are rescaled
-    by every / (every + 1) so the effective step matches every-step regularisation (as in the
-    reference implementation)."""
+def lazy_adam(params, lr: float, every: int, enabled: bool = True,
+              betas: tuple[float, float] = (0.0, 0.99)) -> torch.optim.Adam:
+    """Adam (rosinality's betas (0, 0.99) by default); with lazy regularisation every `every`
+    steps, lr is scaled by c = every / (every + 1) and each beta raised to c, so the effective
+    step matches every-step regularisation (as in the reference implementation)."""
     c = every / (every + 1) if enabled else 1.0
-    return torch.optim.Adam(params, lr=lr * c, betas=(0.0, 0.99**c))
+    return torch.optim.Adam(params, lr=lr * c, betas=(betas[0] ** c, betas[1] ** c))
 
 
 def device_rng_state(device: torch.device) -> torch.Tensor | None:

@@ -82,8 +82,10 @@ class GANStep:
         self.d_params += [p for m in method.extra_d_modules() for p in m.parameters()]
         for p in list(self.g.parameters()) + list(self.d.parameters()):
             p.requires_grad_(False)
-        self.g_opt = lazy_adam(self.g_params, loop.lr, loop.path_every, loop.path_regularize > 0)
-        self.d_opt = lazy_adam(self.d_params, loop.lr, loop.r1_every, loop.r1_gamma > 0)
+        self.g_opt = lazy_adam(self.g_params, loop.lr, loop.path_every, loop.path_regularize > 0,
+                               loop.betas)
+        self.d_opt = lazy_adam(self.d_params, loop.lr, loop.r1_every, loop.r1_gamma > 0,
+                               loop.betas)
         self.base_lrs = {opt: [g["lr"] for g in opt.param_groups]
                          for opt in (self.g_opt, self.d_opt)}
         self.mean_path_length = torch.zeros((), device=self.g.device)
@@ -122,6 +124,9 @@ class GANStep:
                 and method.stage(iteration + 1) != method.stage(iteration)):
             self.g_opt.state.clear()
             self.d_opt.state.clear()
+            # the next stage's own training starts its path-length mean at 0 too (AdAM's
+            # adaptation script, main_adaptation.py:879-888, as rosinality's train.py)
+            self.mean_path_length = torch.zeros_like(self.mean_path_length)
         return logged
 
     def _adversarial_step(self, step: Step, logged: dict[str, torch.Tensor]) -> None:

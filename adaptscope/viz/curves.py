@@ -10,8 +10,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from adaptscope.track.views import last_stage_start
 from adaptscope.viz.panels import (
-    ITERATION_LABEL,
     FigureSkipped,
     Panel,
     full_rows,
@@ -20,6 +20,7 @@ from adaptscope.viz.panels import (
     recorded,
     seed_stats,
     seeds_caption,
+    x_label,
 )
 from adaptscope.viz.style import (
     figure_style,
@@ -34,24 +35,21 @@ PANEL_HEIGHT = 3.4
 
 
 def stage_starts(df: pd.DataFrame) -> dict[str, float]:
-    """Per method with more than one stage (AdAM's probing, MineGAN's miner-only start): the
-    iteration of its first row in its last stage (where that stage begins, to the rows'
-    resolution), the mean over seeds."""
+    """Per method with more than one stage (AdAM's probing, MineGAN's miner-only start): where
+    its last stage begins (`adaptscope.track.views.last_stage_start`), the mean over runs."""
     if "stage" not in df.columns:
         return {}
     starts: dict[str, float] = {}
-    rows = df.dropna(subset=["stage"]).sort_values("iteration")
-    for method, runs in rows.groupby("method", sort=True):
+    for method, runs in df.dropna(subset=["stage"]).groupby("method", sort=True):
         if runs["stage"].nunique() < 2:
             continue
-        last = runs.groupby("seed")["stage"].last().iloc[0]
-        starts[str(method)] = float(
-            runs[runs["stage"] == last].groupby("seed")["iteration"].min().mean())
+        starts[str(method)] = float(np.mean([last_stage_start(run)
+                                             for _, run in runs.groupby("run_id")]))
     return starts
 
 
 STAGE_LINE = {"linestyle": ":", "linewidth": 1.2}
-STAGE_CAPTION = "dotted: a method's first row in its last stage"
+STAGE_CAPTION = "dotted: where a method's last stage begins"
 
 
 def _fit_to_means(ax: Axes, stats: pd.DataFrame) -> None:
@@ -103,7 +101,7 @@ def _draw(ax: Axes, panel: Panel, title: str, palette: dict[str, str]) -> None:
                 linestyle="none",
             )
     ax.set_title(title)
-    ax.set_xlabel(ITERATION_LABEL)
+    ax.set_xlabel(x_label(panel.data))
     ax.set_ylabel(panel.axis_label)
     if panel.spec.limits:
         ax.set_ylim(*panel.spec.limits)

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 
 from adaptscope.files import atomic_write
 from adaptscope.viz.curves import plot_diversity, plot_realism, plot_replication
-from adaptscope.viz.panels import EXPERIMENT_COLUMNS, FigureSkipped
+from adaptscope.viz.panels import EXPERIMENT_COLUMNS, FigureSkipped, with_x_axis
 from adaptscope.viz.plane import plot_precision_recall, plot_quality_diversity
 from adaptscope.viz.samples import DamagedFile, plot_sample_evolution
 
@@ -29,6 +29,9 @@ FIGURES: dict[str, Callable[[pd.DataFrame], Figure]] = {
     "replication": plot_replication,
     "samples": plot_sample_evolution,
 }
+# Figures whose x is the run's own iterations whatever axis the others use (its sample files are
+# named by them).
+RUN_ITERATION_FIGURES: tuple[str, ...] = ("samples",)
 
 
 @dataclass
@@ -90,6 +93,8 @@ def render_figures(
     out_dir: str | Path,
     formats: Sequence[str] = ("png",),
     run_dirs: Mapping[str, str | Path] | None = None,
+    x: str = "iterations",
+    align: str = "run",
 ) -> tuple[FigureSet, dict[Path, bytes]]:
     """Every figure `make_figures` would write, drawn in memory: what it would write and the
     bytes of each file. Nothing is written, so a figure failing midway replaces nothing."""
@@ -99,10 +104,11 @@ def render_figures(
     for suffix, data in _experiments(df):
         if run_dirs is not None:
             data.attrs["run_dirs"] = dict(run_dirs)
+        drawn = with_x_axis(data, x, align)
         for name, draw in FIGURES.items():
             label = f"{name}{suffix}"
             try:
-                fig = _draw(draw, data, result)
+                fig = _draw(draw, data if name in RUN_ITERATION_FIGURES else drawn, result)
             except FigureSkipped as exc:
                 result.skipped.append(f"{label}: {exc}")
                 continue
@@ -128,14 +134,17 @@ def make_figures(
     out_dir: str | Path,
     formats: Sequence[str] = ("png",),
     run_dirs: Mapping[str, str | Path] | None = None,
+    x: str = "iterations",
+    align: str = "run",
 ) -> FigureSet:
     """Draw every figure the table supports into `out_dir`; figures it cannot draw are skipped.
+    `x` and `align` choose the curves' x axis (`adaptscope.viz.panels.with_x_axis`).
 
     With several experiments in the table, each gets its own files (suffix source-target-shots).
     All figures are drawn before any file is written, and each file is replaced whole, so a
     failure leaves the previous figures as they were.
     """
-    result, files = render_figures(df, out_dir, formats, run_dirs)
+    result, files = render_figures(df, out_dir, formats, run_dirs, x, align)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     write_files(files)
     return result

@@ -18,9 +18,48 @@ import pandas as pd
 from scipy import stats
 
 from adaptscope.track.schema import CHEAP_METRICS, FULL
+from adaptscope.track.views import images_per_iteration, stage_aligned
 
 EXPERIMENT_COLUMNS: tuple[str, ...] = ("source", "target", "shots")
 ITERATION_LABEL = "iteration (generator updates)"
+X_AXES: tuple[str, ...] = ("iterations", "images")
+ALIGNMENTS: tuple[str, ...] = ("run", "stage")
+
+
+def with_x_axis(df: pd.DataFrame, x: str = "iterations", align: str = "run") -> pd.DataFrame:
+    """The table as the curves and planes draw it: their x (the `iteration` column) counted in
+    generator updates or in real images seen (`x="images"`: a batch-2 method such as RICK
+    beside batch-4 ones), from each run's start or from the start of its last stage
+    (`align="stage"`, `adaptscope.track.views.stage_aligned`). The label and the unit go in
+    `attrs` (`x_label`, `x_unit`) for the axes and point labels."""
+    if x not in X_AXES:
+        raise ValueError(f"x must be one of {', '.join(X_AXES)}; got {x!r}")
+    if align not in ALIGNMENTS:
+        raise ValueError(f"align must be one of {', '.join(ALIGNMENTS)}; got {align!r}")
+    data = stage_aligned(df) if align == "stage" else df.copy()
+    if x == "images":
+        data["iteration"] = data["images_seen"]
+        if "stage_start" in data.columns:  # where a stage begins, in images too
+            per = data["run_id"].map({run_id: images_per_iteration(run)
+                                      for run_id, run in df.groupby("run_id")})
+            data["stage_start"] = (data["stage_start"].astype("float64") * per).round()
+    since = " since the last stage began" if align == "stage" else ""
+    label = "real images seen" if x == "images" else ITERATION_LABEL
+    data.attrs = {**df.attrs, "x_label": label + since,
+                  "x_unit": ("images" if x == "images" else "it") + (" of last stage" if since
+                                                                    else "")}
+    return data
+
+
+def x_label(data: pd.DataFrame) -> str:
+    """The x axis's label of a table from `with_x_axis` (iterations from the run's start
+    otherwise)."""
+    return data.attrs.get("x_label", ITERATION_LABEL)
+
+
+def x_unit(data: pd.DataFrame) -> str:
+    """The unit that names a point on the x axis ("it" for iterations)."""
+    return data.attrs.get("x_unit", "it")
 
 
 class FigureSkipped(ValueError):

@@ -23,6 +23,7 @@ from adaptscope.viz.panels import (
     recorded,
     seed_stats,
     seeds_caption,
+    x_unit,
 )
 from adaptscope.viz.style import figure_style, method_marker, method_palette, ordered_methods
 
@@ -70,6 +71,7 @@ def _draw(
     palette: dict[str, str],
     key: list[Line2D],
     label_ends: bool,
+    unit: str,
 ) -> None:
     x_panel, y_panel = pair
     for method in ordered_methods(path["method"]):
@@ -93,7 +95,7 @@ def _draw(
         if label_ends:  # schedules differ, so the legend cannot name the iterations
             for row in (line.iloc[0], line.iloc[-1]):
                 ax.annotate(
-                    f"it {int(row['iteration'])}",
+                    f"{unit} {int(row['iteration'])}",
                     (row["x"], row["y"]),
                     xytext=(6, 6),
                     textcoords="offset points",
@@ -111,7 +113,7 @@ def _draw(
         ax.set_ylim(*y_panel.spec.limits)
 
 
-def _end_markers(paths: list[pd.DataFrame]) -> tuple[list[Line2D], bool]:
+def _end_markers(paths: list[pd.DataFrame], unit: str) -> tuple[list[Line2D], bool]:
     """Legend entries for the start and end rings, and whether points need their own labels."""
     ends = pd.concat(
         [p.groupby("method")["iteration"].agg(["min", "max"]) for p in paths], ignore_index=True
@@ -119,9 +121,10 @@ def _end_markers(paths: list[pd.DataFrame]) -> tuple[list[Line2D], bool]:
     firsts, lasts = set(ends["min"]), set(ends["max"])
     shared = len(firsts) == 1 and len(lasts) == 1
     if shared and firsts == lasts:
-        start_label, end_label = f"evaluated at it {firsts.pop()}", None
+        start_label, end_label = f"evaluated at {unit} {firsts.pop()}", None
     elif shared:
-        start_label, end_label = f"start (it {firsts.pop()})", f"end (it {lasts.pop()})"
+        start_label, end_label = (f"start ({unit} {firsts.pop()})",
+                                  f"end ({unit} {lasts.pop()})")
     else:
         start_label, end_label = "first evaluation", "last evaluation"
     ring = {"linestyle": "none", "markersize": 10, "markeredgecolor": "black"}
@@ -156,9 +159,9 @@ def _plot_plane(df: pd.DataFrame, x: str, y: str, name: str, heading: str) -> Fi
         axes = fig.subplots(1, len(pairs), squeeze=False)[0]
         titles = _titles(pairs)
         paths = [_path(y_panel.data, x, y) for _, y_panel in pairs]
-        markers, label_ends = _end_markers(paths)
+        markers, label_ends = _end_markers(paths, x_unit(df))
         for ax, pair, path, title in zip(axes, pairs, paths, titles, strict=True):
-            _draw(ax, pair, path, title, palette, markers, label_ends)
+            _draw(ax, pair, path, title, palette, markers, label_ends, x_unit(df))
         parts = [y_panel.data for _, y_panel in pairs]
         fig.suptitle(f"{heading} trajectories\n{seeds_caption(parts, band=False)}")
         methods = pd.concat(parts)["method"].astype(str).unique()

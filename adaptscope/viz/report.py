@@ -161,8 +161,11 @@ def write_report(
     out_dir: PathLike,
     formats: Sequence[str] = ("png",),
     log: Callable[[str], None] | None = None,
+    x: str = "iterations",
+    align: str = "run",
 ) -> Report:
     """Load trajectories from `paths` and write figures, summary.{csv,md} and index.html.
+    `x` and `align` choose the curves' x axis (`adaptscope.viz.panels.with_x_axis`).
 
     Into a folder that holds an earlier report, `log` is told first which files are replaced.
     Everything is made in memory before any file is written, and each file is replaced whole
@@ -174,7 +177,7 @@ def write_report(
     out_dir = Path(out_dir)
     df = load_trajectories(paths)
     formats = tuple(dict.fromkeys(("png", *parse_formats(formats))))  # the page shows PNGs
-    figures, files = render_figures(df, out_dir / FIGURES_DIR, formats)
+    figures, files = render_figures(df, out_dir / FIGURES_DIR, formats, x=x, align=align)
 
     summary = summarize(df)
     summary_csv = out_dir / SUMMARY_CSV

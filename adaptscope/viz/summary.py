@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from adaptscope.track.views import images_per_iteration, last_stage_start
 from adaptscope.viz.panels import EXPERIMENT_COLUMNS, full_rows, metric_rows, recorded
 from adaptscope.viz.style import METHOD_ORDER
 
@@ -21,6 +22,8 @@ GROUP_COLUMNS: tuple[str, ...] = (
 )
 QUANTITIES: tuple[str, ...] = (
     "converged_iteration",
+    "converged_stage_iteration",
+    "converged_images_seen",
     "intra_lpips_at_convergence",
     "relative_diversity_loss",
     "lpips_slope_per_1k",
@@ -78,8 +81,13 @@ def _run_quantities(run: pd.DataFrame, pt_threshold: float, fid_tolerance: float
     _, fid = _series(run, "fid")
     finals = {f"final_{c}": _last(run, c)
               for c in ("precision", "recall", "memorised_lpips", "nearest_shot_lpips")}
+    start = last_stage_start(run)
+    in_stage, _ = _convergence(run[run["iteration"] >= start], pt_threshold, fid_tolerance)
     return {
         "converged_iteration": converged,
+        "converged_stage_iteration": in_stage - start,
+        "converged_images_seen": converged * images_per_iteration(run),
+        "last_stage_start": start,
         "criterion": criterion,
         "intra_lpips_at_convergence": at_convergence,
         "relative_diversity_loss": rel_loss,
@@ -119,6 +127,10 @@ def summarize(
       (cheap evaluations included, so as finely as `schedule.cheap_every` resolves it), else
       the first with FID within `fid_tolerance` (relative) of the run's best FID; the mean is
       over the seeds that converged (`n_converged`).
+    - `converged_stage_iteration`: the same criterion on the rows of the run's last stage,
+      counted from that stage's start (AdAM's adaptation after its probing restarted from the
+      source; equal to `converged_iteration` for methods of one stage), and
+      `converged_images_seen`: in real images seen (a batch-2 method beside batch-4 ones).
     - `intra_lpips_at_convergence`: intra-cluster LPIPS at that iteration (linear between the
       full evaluations around it).
     - `relative_diversity_loss`: (first - last) / first intra-LPIPS over the recorded schedule.

@@ -12,6 +12,7 @@ from adaptscope.viz.style import method_label
 # (summary quantity, column heading, decimals)
 _DISPLAY: tuple[tuple[str, str, int], ...] = (
     ("converged_iteration", "realism converged (it)", 0),
+    ("converged_stage_iteration", "converged (it of last stage)", 0),
     ("intra_lpips_at_convergence", "intra-LPIPS there", 3),
     ("relative_diversity_loss", "diversity lost", 3),
     ("lpips_slope_per_1k", "LPIPS slope /1k it", 4),
