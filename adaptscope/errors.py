@@ -56,6 +56,10 @@ class TrajectoryError(AdaptscopeError, ValueError):
     """A trajectory file that cannot be read or appended to."""
 
 
+class ExportError(AdaptscopeError, ValueError):
+    """An export destination (TensorBoard, W&B) that cannot take a run's rows as asked."""
+
+
 class TrainingDiverged(AdaptscopeError, RuntimeError):
     """A loss became NaN or infinite; the rows recorded before it are kept."""
 

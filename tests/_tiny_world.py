@@ -30,7 +30,8 @@ TINY_METHOD_PARAMS: dict[str, dict] = {
     "ewc": {"n_fisher": 4},
     "adam": {"probe_iterations": 2, "n_fisher": 4},  # probe 0-1; masks in the checkpoint at 2
     "rick": {"warmup_iter": 1, "fisher_every": 2, "n_fisher": 2},  # estimates at 1, 3, 5
-    "minegan": {"miner_iterations": 3},  # mine for steps 0-2; a resume at 2 crosses the switch
+    # mine for steps 0-2 (a resume at 2 crosses the switch), in the code's form: more state
+    "minegan": {"miner_iterations": 3, "input_miner": True},
 }
 
 

@@ -96,7 +96,7 @@ def test_miner_is_a_two_layer_relu_mlp_from_z_to_z_without_residual():
 
 
 def test_input_miner_makes_g_input_from_an_8_channel_constant():
-    mod = build(context()).extra_g_modules()[1]
+    mod = build(context(), input_miner=True).extra_g_modules()[1]
     p = dict(mod.named_parameters())
     assert p["input"].shape == (1, 8, 4, 4)
     h = lrelu(conv1x1(p["input"], p["conv1.weight"]), p["act1.bias"])
@@ -176,7 +176,8 @@ def test_a_rows_samples_are_g_ema_through_the_live_miners(source_checkpoint, tmp
             grids[iteration] = evaluator.evaluate(sampled).grid
 
     monkeypatch.setattr(RecordingTracker, "record", record)
-    spec = tiny_spec(source_checkpoint, "minegan", method_params={"miner_iterations": 1},
+    spec = tiny_spec(source_checkpoint, "minegan", method_params={"miner_iterations": 1,
+                                                                  "input_miner": True},
                      schedule=ScheduleSpec(iterations=2, eval_every=2))
     run_adaptation(replace(spec, train=replace(spec.train, lr=0.02)), tmp_path / "run")
     method = methods[0]

@@ -40,7 +40,8 @@ def test_setup_runs_on_a_fresh_run_only(method, source_checkpoint, tmp_path, mon
 
 
 @pytest.mark.parametrize("method,params", [
-    ("minegan", {"miner_iterations": 3}),  # resumed in the mine stage, crosses to joint
+    ("minegan", {"miner_iterations": 3, "input_miner": True}),  # resumed in the mine stage,
+    ("minegan", {"miner_iterations": 3}),  # crosses to joint; the code's form and the paper's
     ("adam", {"probe_iterations": 2, "n_fisher": 4}),  # resumed after the switch
     ("adam", {"probe_iterations": 3, "n_fisher": 4}),  # resumed before it: the Fisher reads
 ])                                                     # the modulations' restored average

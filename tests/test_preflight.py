@@ -52,15 +52,16 @@ def tiny_args(source: Path, *more: str) -> list[str]:
 
 # The embedded default's tgan run as it was resolved before "auto" existed: every value below is
 # what embedded-default.toml (or a field's default) gave, in the order config.toml writes it
-# (since then: random flips of the shots, the ADA settings, the shots list file).
+# (since then: random flips of the shots, the ADA settings, the shots list file, Adam's betas).
 EMBEDDED_DEFAULT_TGAN_S0 = {
     "experiment": "embedded-default", "method": "tgan", "seed": 0,
     "source": {"checkpoint": "toy", "name": "toyfaces-source", "weights": "g"},
     "target": {"data": "toyfaces:sunglasses", "name": "", "shots": 10, "shots_seed": 0,
                "shots_file": ""},
     "schedule": {"iterations": 1000, "eval_every": 100, "cheap_every": 25},
-    "train": {"batch": 4, "lr": 0.002, "r1_gamma": 0.1, "r1_every": 16, "path_regularize": 0.0,
-              "path_every": 4, "path_batch_shrink": 2, "mixing": 0.0, "ema_decay": 0.99778,
+    "train": {"batch": 4, "lr": 0.002, "betas": [0.0, 0.99], "r1_gamma": 0.1, "r1_every": 16,
+              "path_regularize": 0.0, "path_every": 4, "path_batch_shrink": 2, "mixing": 0.0,
+              "ema_decay": 0.99778,
               "flip": True, "augment": "none", "ada_target": 0.6, "ada_length": 500_000,
               "ada_every": 256, "ada_p": 0.0},
     "metrics": {"protocol": "embedded", "fid_backbone": "toy", "fid_n_gen": 1000,

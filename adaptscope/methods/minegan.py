@@ -72,10 +72,13 @@ class MineGAN(Method):
             "For the embedded world's 1000-iteration run, 300 keeps the code's share of the "
             "paper protocol's 3000 iterations (about a third) and ends on an evaluation row.")
         input_miner: bool = hp(
-            True,
-            "[C] Replace G's 4x4 constant input with the semantic miner, as every generator "
-            "call of the StyleGAN2 code does (model.py:556-563; train.py:211, 258, 362); not in "
-            "the paper. False: the miner on z alone, G's own constant input.")
+            False,
+            "[C] True: replace G's 4x4 constant input with the semantic miner, as every "
+            "generator call of the StyleGAN2 code does (model.py:556-563; train.py:211, 258, "
+            "362); not in the paper. False (the default): the paper's miner on z alone, G's own "
+            "constant input. The code's fresh network in place of the learned constant means "
+            "iteration 0 is not the source generator, and on the embedded world adaptation "
+            "does not recover from it in 1,000 iterations (reports/minegan-sensitivity/).")
         input_code_dim: int = hp(
             8, "[C] Channels of the semantic miner's constant (code_dim=8, train.py:532).")
         eval_live_miners: bool = hp(

@@ -10,6 +10,8 @@
     FAILED               the error that stopped the run's last attempt (removed when it starts
                          again)
     job.json             the cluster job that runs it (written by the submitting host)
+    log_to.json          where `adaptscope run --log-to` exports its rows as they are recorded
+                         (tensorboard, wandb; read again by `--resume`)
     .lock                held (flock) by the one process writing the folder: its PID and host
 
 Every file but the trajectory (which the store writes) goes through `files.atomic_write`, so a
@@ -18,6 +20,7 @@ kill leaves the previous version or the new one, never half a file.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import stat
@@ -46,6 +49,7 @@ CHECKPOINT_FILE = "checkpoints/latest.pt"
 DONE_FILE = "DONE"
 FAILED_FILE = "FAILED"
 JOB_FILE = "job.json"
+LOG_TO_FILE = "log_to.json"
 LOCK_FILE = ".lock"
 
 _ABSENT = object()
@@ -160,6 +164,34 @@ class RunDir:
 
     def clear_failed(self) -> None:
         self.failed_file.unlink(missing_ok=True)
+
+    @property
+    def log_to_file(self) -> Path:
+        return self.path / LOG_TO_FILE
+
+    def read_log_to(self) -> list[str]:
+        """The exports `adaptscope run --log-to` chose for this run (empty when none)."""
+        path = self.log_to_file
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as err:
+            raise RunDirectoryError(f"{path} is not the export choice adaptscope writes ({err}); "
+                                    "delete it (the run then exports nothing)") from err
+        chosen = data.get("log_to") if isinstance(data, dict) else None
+        if not (isinstance(chosen, list) and all(isinstance(c, str) for c in chosen)):
+            raise RunDirectoryError(f"{path} holds no list of exports under 'log_to'; delete it "
+                                    "(the run then exports nothing)")
+        return chosen
+
+    def write_log_to(self, backends: list[str]) -> None:
+        """Record the run's exports; none removes the record (a run exports nothing)."""
+        if not backends:
+            self.log_to_file.unlink(missing_ok=True)
+            return
+        text = (json.dumps({"log_to": list(backends)}) + "\n").encode("utf-8")
+        atomic_write(self.log_to_file, lambda handle: handle.write(text))
 
     def read_spec(self) -> RunSpec:
         return spec_from_dict(read_toml(self.config))

@@ -24,6 +24,7 @@ from adaptscope.methods import Method, MethodContext
 from adaptscope.methods.base import AdaptedGenerator
 from adaptscope.models import save_checkpoint
 from adaptscope.spec import RunSpec
+from adaptscope.track.export import live_exports
 from adaptscope.track.rundir import RunDir
 from adaptscope.track.target import load_target
 from adaptscope.track.tracker import Tracker
@@ -84,15 +85,26 @@ def run_adaptation(spec: RunSpec, run_dir: str | Path, on_event: EventFn | None 
     """Adapt the source model with `spec.method` and track it; resumes from `run_dir`.
 
     The folder's lock is held throughout: a second process on the same folder is refused.
+    The exports the folder's `log_to.json` names follow every recorded row (`live_exports`).
     """
     folder = RunDir(Path(run_dir))
     with folder.lock():  # taken before anything in the folder is written
         folder.clear_failed()
         try:
-            return _adapt(spec, folder, on_event or (lambda event: None))
+            with live_exports(folder, spec.run_id) as export:
+                return _adapt(spec, folder, _both(export, on_event))
         except Exception as err:  # recorded for `adaptscope status`, wherever the run ran
             folder.mark_failed(f"{type(err).__name__}: {err}")
             raise
+
+
+def _both(export: EventFn, on_event: EventFn | None) -> EventFn:
+    """Each event to the exports, then to the caller's handler."""
+    def emit(event: dict[str, Any]) -> None:
+        export(event)
+        if on_event is not None:
+            on_event(event)
+    return emit
 
 
 def _adapt(spec: RunSpec, folder: RunDir, emit: EventFn) -> Path:

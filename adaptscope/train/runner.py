@@ -43,6 +43,7 @@ from rich.progress import (
 
 from adaptscope.errors import ConfigError, RunDirectoryError
 from adaptscope.spec import ExperimentConfig, RunSpec, spec_from_dict
+from adaptscope.track.export import check_backends
 from adaptscope.track.rundir import (
     RunDir,
     config_differences,
@@ -250,6 +251,23 @@ def record_configs(runs: list[PlannedRun]) -> None:
         if not folder.is_started():
             with folder.lock():
                 folder.write_spec(run.spec)
+
+
+def record_log_to(runs: list[PlannedRun], backends: list[str]) -> None:
+    """Record in each new run's folder where `--log-to` exports its rows (or that it exports
+    nowhere), so the run and every later `--resume` of it export as asked, on any executor.
+    The backends' packages are checked first: a missing one stops before anything is written."""
+    check_backends(backends)
+    for run in runs:
+        folder = RunDir(run.run_dir)
+        if backends or folder.log_to_file.exists():
+            with folder.lock():
+                folder.write_log_to(backends)
+
+
+def check_recorded_log_to(runs: list[PlannedRun]) -> None:
+    """Before resuming: the packages of the exports the runs recorded must be installed."""
+    check_backends(dict.fromkeys(b for run in runs for b in RunDir(run.run_dir).read_log_to()))
 
 
 def _worker(spec_data: dict[str, Any], run_dir: str, events) -> None:

@@ -1,5 +1,6 @@
 """Figures and reports drawn from trajectory tables (never from live training state)."""
 
+from adaptscope.viz.compare import compare, paired_differences, rank_stability
 from adaptscope.viz.curves import plot_diversity, plot_metrics, plot_realism, plot_replication
 from adaptscope.viz.figures import FigureSet, make_figures
 from adaptscope.viz.panels import FigureSkipped
@@ -14,9 +15,11 @@ __all__ = [
     "FigureSet",
     "FigureSkipped",
     "Report",
+    "compare",
     "make_figures",
     "method_marker",
     "method_palette",
+    "paired_differences",
     "per_run",
     "plot_diversity",
     "plot_metrics",
@@ -25,6 +28,7 @@ __all__ = [
     "plot_realism",
     "plot_replication",
     "plot_sample_evolution",
+    "rank_stability",
     "summarize",
     "write_report",
 ]

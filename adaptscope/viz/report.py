@@ -15,6 +15,15 @@ from pathlib import Path
 import pandas as pd
 
 from adaptscope.track.store import PathLike, find_trajectory_files, load_trajectories, read_metadata
+from adaptscope.viz.compare import (
+    CAPTION,
+    check_baseline,
+    display_comparison,
+    display_ranks,
+    paired_differences,
+    rank_stability,
+    with_ranks,
+)
 from adaptscope.viz.figures import (
     FIGURES,
     FORMATS,
@@ -24,12 +33,14 @@ from adaptscope.viz.figures import (
     write_files,
 )
 from adaptscope.viz.panels import experiment_title
-from adaptscope.viz.summary import summarize
+from adaptscope.viz.summary import per_run, summarize
 from adaptscope.viz.tables import display_table, to_markdown
 
 FIGURES_DIR = "figures"
 SUMMARY_CSV = "summary.csv"
 SUMMARY_MD = "summary.md"
+COMPARISON_CSV = "comparison.csv"
+COMPARISON_MD = "comparison.md"
 INDEX_HTML = "index.html"
 
 _CSS = """
@@ -52,6 +63,8 @@ class Report:
     summary_csv: Path
     summary_md: Path
     figures: FigureSet
+    comparison_csv: Path
+    comparison_md: Path
 
 
 def _runs_table(df: pd.DataFrame, meta: dict[str, dict]) -> pd.DataFrame:
@@ -145,7 +158,8 @@ def _run_metadata(paths: Iterable[PathLike], df: pd.DataFrame) -> dict[str, dict
 
 def replaced_files(out_dir: PathLike) -> list[str]:
     """The files of an earlier report in `out_dir` that writing a report there replaces: its
-    page, its tables and the figures in its figures/ folder (relative paths, sorted)."""
+    page, its summary, the figures in its figures/ folder (sorted) and its comparison tables
+    (relative paths)."""
     out_dir = Path(out_dir)
     names = [n for n in (INDEX_HTML, SUMMARY_CSV, SUMMARY_MD) if (out_dir / n).is_file()]
     figures = out_dir / FIGURES_DIR
@@ -153,6 +167,7 @@ def replaced_files(out_dir: PathLike) -> list[str]:
         names += sorted(f"{FIGURES_DIR}/{p.name}" for p in figures.iterdir()
                         if p.is_file() and p.suffix[1:] in FORMATS
                         and any(p.stem.startswith(name) for name in FIGURES))
+    names += [n for n in (COMPARISON_CSV, COMPARISON_MD) if (out_dir / n).is_file()]
     return names
 
 
@@ -163,9 +178,13 @@ def write_report(
     log: Callable[[str], None] | None = None,
     x: str = "iterations",
     align: str = "run",
+    baseline: str | None = None,
 ) -> Report:
-    """Load trajectories from `paths` and write figures, summary.{csv,md} and index.html.
-    `x` and `align` choose the curves' x axis (`adaptscope.viz.panels.with_x_axis`).
+    """Load trajectories from `paths` and write figures, summary.{csv,md},
+    comparison.{csv,md} and index.html. `x` and `align` choose the curves' x axis
+    (`adaptscope.viz.panels.with_x_axis`); `baseline` compares every method with that one
+    instead of every pair (`adaptscope.viz.compare.compare`; a method not loaded is a
+    ConfigError, raised before anything is drawn).
 
     Into a folder that holds an earlier report, `log` is told first which files are replaced.
     Everything is made in memory before any file is written, and each file is replaced whole
@@ -176,6 +195,7 @@ def write_report(
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     out_dir = Path(out_dir)
     df = load_trajectories(paths)
+    check_baseline(df, baseline)  # before anything is drawn
     formats = tuple(dict.fromkeys(("png", *parse_formats(formats))))  # the page shows PNGs
     figures, files = render_figures(df, out_dir / FIGURES_DIR, formats, x=x, align=align)
 
@@ -185,6 +205,19 @@ def write_report(
     table = display_table(summary)
     summary_md = out_dir / SUMMARY_MD
     files[summary_md] = ("# Summary over seeds (mean ± std)\n\n" + to_markdown(table)).encode()
+
+    runs_by_seed = per_run(df)
+    ranks = rank_stability(runs_by_seed)
+    comparison = with_ranks(paired_differences(runs_by_seed, baseline), ranks)
+    comparison_csv = out_dir / COMPARISON_CSV
+    files[comparison_csv] = comparison.to_csv(index=False).encode("utf-8")
+    pairs_table, ranks_table = display_comparison(comparison), display_ranks(ranks)
+    against = f"each method against {baseline}" if baseline else "every pair of methods"
+    comparison_md = out_dir / COMPARISON_MD
+    files[comparison_md] = (
+        f"# Comparisons ({against})\n\n{CAPTION}\n\n## Paired differences (B − A)\n\n"
+        + to_markdown(pairs_table) + "\n## Rank stability\n\n" + to_markdown(ranks_table)
+    ).encode("utf-8")
 
     meta = _run_metadata(paths, df)
     runs = _runs_table(df, meta)
@@ -200,6 +233,14 @@ criterion column; diversity lost is (first − last) / first intra-cluster LPIPS
 different backbones are not comparable. Also as <a href="{SUMMARY_CSV}">CSV</a> and
 <a href="{SUMMARY_MD}">Markdown</a>.</p>
 {table.to_html(index=False, escape=True, border=0)}
+<h2>Comparisons</h2>
+<p class="note">{html.escape(against[0].upper() + against[1:])}, within each experiment and
+protocol. {html.escape(CAPTION)} Also as <a href="{COMPARISON_CSV}">CSV</a> and
+<a href="{COMPARISON_MD}">Markdown</a>.</p>
+<h3>Paired differences (B − A)</h3>
+{pairs_table.to_html(index=False, escape=True, border=0)}
+<h3>Rank stability</h3>
+{ranks_table.to_html(index=False, escape=True, border=0)}
 <h2>Figures</h2>
 {_figures_section(figures, out_dir)}
 <h2>Protocol</h2>
@@ -217,4 +258,4 @@ different backbones are not comparable. Also as <a href="{SUMMARY_CSV}">CSV</a> 
         log(f"replacing {', '.join(replaced)} in {out_dir}")
     out_dir.mkdir(parents=True, exist_ok=True)
     write_files(files)  # the page last: it links the rest
-    return Report(index, summary_csv, summary_md, figures)
+    return Report(index, summary_csv, summary_md, figures, comparison_csv, comparison_md)
