@@ -31,7 +31,17 @@ def test_each_method_runs_with_its_codes_optimiser_and_batch():
         assert runs[name].train.betas == (0.0, 0.99), name
         assert runs[name].train.batch == 4, name
     assert runs["adam"].schedule.iterations == 1250  # 1,000 of adaptation after 250 of probing
+    assert runs["adam"].schedule.eval_every == 50  # its own table: on the others' grid from 250
     assert runs["tgan"].schedule.iterations == 1000
+
+
+def test_a_thrown_away_first_stage_comes_on_top_of_the_adaptation_iterations():
+    """AdAM's probing restarts from the source: whatever the experiment's iterations, AdAM gets
+    as many of adaptation after its probing."""
+    runs = specs("schedule.iterations=500", "adam.probe_iterations=100")
+    assert runs["adam"].schedule.iterations == 600 and runs["tgan"].schedule.iterations == 500
+    runs = specs("adam.schedule.iterations=300")  # the method's own table counts adaptation too
+    assert runs["adam"].schedule.iterations == 550
 
 
 def test_an_experiment_sets_a_methods_own_loop_and_schedule():

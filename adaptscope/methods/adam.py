@@ -135,8 +135,8 @@ class AdAM(Method):
             500, "[C] Probing iterations (_bash_importance_probing.sh:13 --fisher_freq 500; "
             "AdAM_importance_probing.py:180), before 1,500 of adaptation "
             "(_bash_main_adaptation.sh:13). Probing restarts from the source, so it comes on "
-            "top of the adaptation iterations: the embedded study runs 250 + 1,000 "
-            "(experiments/all-methods.toml, `[adam.schedule]`).")
+            "top of schedule.iterations (`preliminary_iterations`): the embedded study runs "
+            "250 + 1,000 (experiments/all-methods.toml).")
         n_fisher: int = hp(
             1000, "[C] Latents, one per gradient, in the Fisher: 250 batches of 4 "
             "(_bash_importance_probing.sh:13; noise_generation.py:13-14; "
@@ -208,6 +208,10 @@ class AdAM(Method):
     def trainable_d_parameters(self) -> Iterator[nn.Parameter]:  # main_adaptation.py:852-864
         return (p for n, p in self.ctx.d.named_parameters()
                 if n not in ("convs.0.0.weight", "convs.0.1.bias"))
+
+    @classmethod
+    def preliminary_iterations(cls, params: Any) -> int:
+        return params.probe_iterations  # adaptation restarts from the source after probing
 
     def stages(self) -> list[tuple[str, int]]:
         return [("probe", 0), ("adapt", self.params.probe_iterations)]

@@ -132,6 +132,13 @@ class Method:
         return iter(self.ctx.d.parameters())
 
     # --- per iteration --------------------------------------------------------------------
+    @classmethod
+    def preliminary_iterations(cls, params: Any) -> int:
+        """Iterations of a first stage whose training is thrown away (AdAM's importance probing
+        restarts from the source): they come on top of the schedule's iterations, so that every
+        method gets `schedule.iterations` of adaptation."""
+        return 0
+
     def stages(self) -> list[tuple[str, int]]:
         """The method's stages in order, each (name, first iteration): AdAM's importance
         probing, MineGAN's miner-only start, RICK's warm-up. Rows record the stage and where it

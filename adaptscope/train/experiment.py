@@ -123,17 +123,20 @@ def _typed_sections(cfg: ExperimentConfig, name: str, given: dict[str, dict[str,
 def run_specs(cfg: ExperimentConfig) -> list[RunSpec]:
     """The experiment's runs, each with the loop settings its method fixes (`loop_settings`:
     TGAN+ADA runs with ADA on, RICK at batch 2), then the experiment's own settings for that
-    method (`[rick.train]`, `[adam.schedule]`), so every run folder's config holds what
-    actually runs."""
+    method (`[rick.train]`, `[adam.schedule]`), and `schedule.iterations` of adaptation after
+    a first stage that is thrown away (`preliminary_iterations`: AdAM's probing), so every run
+    folder's config holds what actually runs."""
     specs = []
     for spec in cfg.runs():
+        cls = get_method(spec.method)
         sections = cfg.method_sections.get(spec.method, {})
-        train = {**get_method(spec.method).loop_settings, **sections.get("train", {})}
+        train = {**cls.loop_settings, **sections.get("train", {})}
         if train:
             spec = replace(spec, train=replace(spec.train, **train))
-        if sections.get("schedule"):
-            spec = replace(spec, schedule=replace(spec.schedule, **sections["schedule"]))
-        specs.append(spec)
+        schedule = replace(spec.schedule, **sections.get("schedule", {}))
+        extra = cls.preliminary_iterations(method_params(spec))
+        specs.append(replace(spec, schedule=replace(schedule,
+                                                    iterations=schedule.iterations + extra)))
     return specs
 
 
