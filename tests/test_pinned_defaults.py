@@ -47,10 +47,10 @@ def test_the_embedded_default_ewc_lambda_is_the_calibrated_100():
 @pytest.mark.parametrize("experiment", [None, ALL_METHODS], ids=["embedded-default",
                                                                  "all-methods"])
 def test_the_staged_methods_keep_the_stage_lengths_the_all_methods_study_ran_with(experiment):
-    # reports/all-methods/summary.md: MineGAN's realism converges at 300 +- 0 (2/3 seeds), the
-    # end of its 'mine' stage; AdAM's adaptation starts at iteration 250 (p_t never reaches 0.9
-    # in 1,000); RICK converges at 962 +- 53 after a 150-iteration warm-up, re-estimating every
-    # 25.
+    # reports/all-methods/summary.md: MineGAN's realism converges at 900 +- 66 (3/3 seeds), 600
+    # into its 'joint' stage; AdAM's adaptation starts at iteration 250 and converges 842 +- 14
+    # into it; RICK (batch 2) does not reach p_t 0.9 in 1,000 iterations after a 150-iteration
+    # warm-up, re-estimating every 25.
     assert resolved("minegan", experiment).miner_iterations == 300
     adam = resolved("adam", experiment)
     assert (adam.probe_iterations, adam.n_fisher) == (250, 200)
