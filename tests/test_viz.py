@@ -219,6 +219,20 @@ def test_sample_evolution_grid_is_methods_by_iterations(df):
     assert titles == ["it 0", "it 1000", "it 2000", "it 3000"]
 
 
+def test_sample_evolution_shows_the_iterations_every_method_saved(tmp_path):
+    """A method evaluated more often (AdAM's extra grid) must not fill the columns with the
+    others' "not saved": where two or more iterations are shared, only those are picked."""
+    from adaptscope.track.rundir import sample_file
+
+    table = load_trajectories(make_runs(tmp_path, METHODS, (0,), **SMALL))
+    first = table[table["method"] == METHODS[0]]["run_id"].iloc[0]
+    (Path(table.attrs["run_dirs"][first]) / sample_file(1000, "npy")).unlink()
+    fig = plot_sample_evolution(table, latent_indices=(0,), max_columns=4)
+    titles = {ax.get_title() for ax in fig.axes if ax.get_images()}
+    assert "it 0" in titles and "it 1000" not in titles
+    assert not [t for ax in fig.axes for t in ax.texts if t.get_text() == "not saved"]
+
+
 def test_sample_evolution_needs_run_directories_and_samples(df, tmp_path):
     with pytest.raises(FigureSkipped, match="run directories"):
         plot_sample_evolution(df, run_dirs={})

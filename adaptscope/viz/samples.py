@@ -134,11 +134,11 @@ def plot_sample_evolution(
     available = {
         m: [int(i) for i in runs[m]["iteration"] if sample_path(m, int(i)).is_file()] for m in dirs
     }
-    columns = (
-        list(iterations)
-        if iterations is not None
-        else _pick_columns([i for its in available.values() for i in its], max_columns)
-    )
+    # Iterations every method saved, where there are two or more: a method evaluated more often
+    # (AdAM's extra grid) must not push the others' columns out as "not saved".
+    shared = sorted(set.intersection(*(set(its) for its in available.values())))
+    pool = shared if len(shared) > 1 else [i for its in available.values() for i in its]
+    columns = list(iterations) if iterations is not None else _pick_columns(pool, max_columns)
     if not columns:
         raise FigureSkipped(
             f"sample evolution: no {rundir.SAMPLES_DIR}/iter_*.npy files in the run directories"
