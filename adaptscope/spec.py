@@ -75,9 +75,16 @@ class TargetSpec:
     shots_seed: int = 0  # which shots (fixed across methods and seeds)
     files: list[str] | None = None  # explicit shot file names (folders only)
     shots_file: str = ""  # a text file listing the shot file names, one a line (folders only)
+    # The share of the full set (never a shot) held out for choosing an iteration: FID against
+    # it is `fid_selection`, and FID is reported against the rest, so selecting the best
+    # iteration does not look at the images it is reported on. None or 0: no split.
+    validation_fraction: float | None = None
 
     def __post_init__(self) -> None:
         _check(self.shots >= 1, "target.shots", self.shots, "target.shots >= 1")
+        if self.validation_fraction is not None:
+            _check(0 <= self.validation_fraction < 1, "target.validation_fraction",
+                   self.validation_fraction, "0 <= target.validation_fraction < 1 (0: no split)")
         _check_seed("target.shots_seed", self.shots_seed)
         if self.shots_file and self.files is not None:
             raise ConfigError(
@@ -358,6 +365,9 @@ class RunSpec:
     plugins: list[str] = field(default_factory=list)  # modules / .py files registering methods
     device: str = "cpu"
     threads: int = 1
+    # The sweep variant the run belongs to: the settings that make it, as `ewc.lam=10` (None:
+    # not part of a sweep, and left out of config.toml, so older run folders read the same).
+    variant: str | None = None
 
     def __post_init__(self) -> None:
         _check_seed("seed", self.seed)
@@ -366,7 +376,8 @@ class RunSpec:
 
     @property
     def run_id(self) -> str:
-        return _slug(f"{self.experiment}-{self.target.label}-{self.method}-s{self.seed}")
+        variant = f"-{self.variant}" if self.variant else ""
+        return _slug(f"{self.experiment}-{self.target.label}-{self.method}{variant}-s{self.seed}")
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
@@ -430,6 +441,10 @@ class ExperimentConfig:
     # Per method, the shared sections' settings its runs change (`[rick.train] batch = 4`):
     # section name -> {setting: value}; applied by `adaptscope.train.experiment.run_specs`.
     method_sections: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    # A sweep: the `[grid]` table(s), each {dotted setting: values}, whose product makes the
+    # variants (`adaptscope.train.sweep`); `variant` labels the runs of one variant.
+    grid: list[dict[str, list[Any]]] = field(default_factory=list)
+    variant: str | None = None
 
     def __post_init__(self) -> None:
         _check(self.threads >= 1, "threads", self.threads, "threads >= 1")
@@ -445,7 +460,8 @@ class ExperimentConfig:
         return RunSpec(experiment=self.name, method=method, seed=seed, source=self.source,
                        target=self.target, schedule=self.schedule, train=self.train,
                        metrics=self.metrics, method_params=dict(self.method_params.get(method, {})),
-                       plugins=list(self.plugins), device=self.device, threads=self.threads)
+                       plugins=list(self.plugins), device=self.device, threads=self.threads,
+                       variant=self.variant)
 
 
 def _slug(text: str) -> str:

@@ -89,6 +89,8 @@ RESUME_FAST = "tests/test_method_state_resume.py::"
 METHOD_SWITCHES = "tests/test_method_switches.py::"
 LOOP_SETTINGS = "tests/test_method_loop_settings.py::"
 STAGES = "tests/test_stage_axes.py::"
+SWEEP = "tests/test_sweep.py::"
+SELECTION = "tests/test_validation_split.py::"
 
 
 @dataclass(frozen=True)
@@ -401,7 +403,7 @@ MUTANTS = [
     mutant("summary-finals-from-the-first-evaluation", "adaptscope/viz/summary.py",
            "return float(values.iloc[-1]) if len(values) else np.nan",
            "return float(values.iloc[0]) if len(values) else np.nan",
-           "tests/test_sweep_report.py::test_report_only_tables_every_variant"),
+           SWEEP + "test_the_summary_gives_each_variant_its_own_row"),
     # --- the loop's switches, the newer methods' values, ground truth, summaries, resume -----
     mutant("flip-inverted", "adaptscope/train/loop.py",
            "    if not flip:", "    if flip:",
@@ -488,8 +490,8 @@ MUTANTS = [
            "MEMORISED_RATIO = 0.5  #", "MEMORISED_RATIO = 1.0  #",
            EVALUATOR + "test_lpips_memorisation_counts_samples_inside_half_the_shots_nearest_gap"),
     mutant("best-fid-is-the-worst", "adaptscope/viz/summary.py",
-           '"best_fid": fid.min() if len(fid) else np.nan,',
-           '"best_fid": fid.max() if len(fid) else np.nan,',
+           '"best_fid": float(fid.min()), "best_fid_selected_on"',
+           '"best_fid": float(fid.max()), "best_fid_selected_on"',
            "tests/test_summary_values.py::test_best_fid_is_the_lowest_fid_of_the_full_evaluations"),
     mutant("module-averages-restored-from-the-live-modules", "adaptscope/methods/base.py",
            'ema.load_state_dict(state[f"g_module{i}_ema"])',
@@ -537,6 +539,31 @@ MUTANTS = [
            "    problems = failing[-1:]  # the largest need",
            "    problems = failing[:0]  # the largest need",
            "tests/test_preflight_measurable.py::test_the_largest_unmet_need_is_named"),
+    # --- sweeps and honest model selection ---------------------------------------------------
+    mutant("sweep-method-setting-varies-every-method", "adaptscope/train/sweep.py",
+           "return head == method or head not in METHODS", "return True",
+           SWEEP + "test_a_method_setting_makes_variants_of_that_method_only"),
+    mutant("sweep-grid-zipped-not-multiplied", "adaptscope/train/sweep.py",
+           "itertools.product(*(grid[k] for k in keys))", "zip(*(grid[k] for k in keys))",
+           SWEEP + "test_options_multiply_and_shared_settings_vary_every_method"),
+    mutant("sweep-run-id-without-variant", "adaptscope/spec.py",
+           'variant = f"-{self.variant}" if self.variant else ""', 'variant = ""',
+           SWEEP + "test_grid_values_are_typed_by_the_setting_and_named_in_the_run_id"),
+    mutant("sweep-variants-pooled-as-one-method", "adaptscope/viz/panels.py",
+           'if "variant" not in df.columns or not df["variant"].notna().any():', "if True:",
+           SWEEP + "test_the_summary_gives_each_variant_its_own_row"),
+    mutant("validation-may-hold-a-shot", "adaptscope/track/target.py",
+           "candidates = np.setdiff1d(np.arange(n_full), np.asarray(shot_positions, "
+           "dtype=np.int64))", "candidates = np.arange(n_full)",
+           SELECTION + "test_the_split_is_disjoint_from_the_reporting_set_and_holds_no_shot"),
+    mutant("selection-fid-against-the-reporting-set", "adaptscope/track/evaluate.py",
+           "real_features(target.validation, self.extractor))",
+           "real_features(target.full, self.extractor))",
+           SELECTION + "test_selection_fid_is_measured_against_the_held_out_images"),
+    mutant("best-fid-selected-on-the-reporting-set", "adaptscope/viz/summary.py",
+           'chosen = scored.loc[scored["fid_selection"].astype(float).idxmin()]',
+           'chosen = scored.loc[scored["fid"].astype(float).idxmin()]',
+           SELECTION + "test_the_best_fid_is_chosen_by_the_validation_split_where_recorded"),
 ]
 
 

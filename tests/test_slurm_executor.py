@@ -28,7 +28,7 @@ from adaptscope.train import slurm
 from adaptscope.train.experiment import load_experiment, run_specs
 
 runner = CliRunner()
-COMPARED = ["run_id", "iteration", "evaluation", "fid", "kid", "precision", "realism_pt",
+COMPARED = ["run_id", "variant", "iteration", "evaluation", "fid", "kid", "precision", "realism_pt",
             "intra_lpips", "nearest_shot_lpips", "memorised_lpips", "loss_d_adv"]
 
 
@@ -156,8 +156,10 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 def test_a_sweep_on_slurm_equals_the_same_sweep_run_locally(on_cluster, tmp_path,
                                                             source_checkpoint):
+    """A grid's variants and seeds go to SLURM as one job array."""
     exp = write_experiment(tmp_path / "e.toml", source_checkpoint, iterations=6, eval_every=3)
-    common = ["run", "--config", str(exp), "--methods", "tgan,freezed", "--seeds", "0,1"]
+    common = ["run", "--config", str(exp), "--methods", "freezed", "--seeds", "0,1",
+              "--grid", "freezed.trainable_blocks=1,2"]
     local = _cli(*common, "--out", str(tmp_path / "local"), "--executor", "local")
     assert local.returncode == 0, local.stderr
     cluster_run = _cli(*common, "--out", str(tmp_path / "slurm"), "--executor", "slurm")

@@ -42,6 +42,9 @@ def run(
         True, "--wait/--no-wait", help="slurm: follow the jobs until they end (--no-wait "
         "returns after submitting)."),
     set_: list[str] = typer.Option([], "--set", help="Override a config value: key=value."),
+    grid: list[str] = typer.Option(
+        [], "--grid", metavar="KEY=V1,V2", help="Sweep a setting: one variant per value, its "
+        "runs named by it (repeatable: every combination; replaces the grid of --config)."),
     plugin: list[str] = PLUGIN_OPTION,
     log_to: list[str] = typer.Option(
         [], "--log-to", help="Also export each run's rows as they are recorded: tensorboard "
@@ -53,7 +56,7 @@ def run(
 
     from adaptscope.track.export import check_backends, parse_backends
     from adaptscope.train import runner
-    from adaptscope.train.experiment import load_experiment
+    from adaptscope.train.experiment import load_sweep
     from adaptscope.train.preflight import check_before_writing
 
     console = rich_console()
@@ -77,7 +80,8 @@ def run(
     if resume:
         _refuse_changes_on_resume(methods=methods, config=config, target=target, seeds=seeds,
                                   iterations=iterations, eval_every=eval_every, device=device,
-                                  protocol=protocol, set_=set_, plugin=plugin, log_to=log_to)
+                                  protocol=protocol, set_=set_, grid=grid, plugin=plugin,
+                                  log_to=log_to)
         planned = runner.plan_resume(out)
         runner.check_recorded_log_to(planned)
         if not planned:
@@ -86,9 +90,14 @@ def run(
                                                       if planned else "cpu")
         settings = _resume_executor(executor, out)
     else:
-        cfg = load_experiment(config, set_, plugin, values=values)
+        configs = load_sweep(config, set_, plugin, values=values, grid=grid)
+        cfg = configs[0]
         say_protocol(cfg, console)
-        planned = runner.plan_experiment(cfg, out, console)
+        if len(configs) > 1 or cfg.variant:
+            console.print(f"sweep: {len(configs)} variant(s): "
+                          f"{escape('; '.join(c.variant or 'as configured' for c in configs))}",
+                          highlight=False)
+        planned = runner.plan_experiment(configs, out, console)
         n_workers = cfg.workers or runner.default_workers(planned, cfg.device)
         settings = cfg.executor
     check_before_writing([r for r in planned if r.status != "complete"], out)
@@ -147,7 +156,7 @@ def _run_on_slurm(todo, settings, out: Path, wait: bool, console) -> None:
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from adaptscope.train import slurm
+    from adaptscope.train import runner, slurm
 
     if not todo:
         return
@@ -160,7 +169,7 @@ def _run_on_slurm(todo, settings, out: Path, wait: bool, console) -> None:
                TextColumn("{task.fields[state]}"))
     with Progress(*columns, console=console) as progress:
         tasks = {r.run_dir.name: progress.add_task(
-            escape(f"{r.spec.method} s{r.spec.seed}"), total=r.spec.schedule.iterations,
+            escape(runner.run_label(r.spec)), total=r.spec.schedule.iterations,
             state="queued") for r in todo}
 
         def show(statuses) -> None:
@@ -205,7 +214,9 @@ def print_run_summary(planned, out: Path, console) -> None:
         table.add_column(col)
     for _, rows in df.groupby("run_id", sort=True):
         first, last = rows.iloc[0], rows.iloc[-1]
-        table.add_row(escape(last["method"]), str(last["seed"]), escape(last["target"]),
+        variant = last.get("variant")
+        method = last["method"] + (f" [{variant}]" if isinstance(variant, str) else "")
+        table.add_row(escape(method), str(last["seed"]), escape(last["target"]),
                       str(int(last["iteration"])),
                       f"{first['fid']:.4g} -> {last['fid']:.4g}",
                       f"{first['intra_lpips']:.3f} -> {last['intra_lpips']:.3f}",

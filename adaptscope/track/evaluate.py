@@ -116,6 +116,9 @@ class Evaluator:
         real = target.full if m.fid_n_real == 0 else target.full[: m.fid_n_real]
         self.real_feats = real_features(real, self.extractor)
         self.real_stats = feature_statistics(self.real_feats)
+        # The held-out split that selects iterations (`fid_selection`), when the target has one.
+        self.selection_stats = None if target.validation is None else feature_statistics(
+            real_features(target.validation, self.extractor))
         self.shot_feats = real_features(target.shots, self.extractor, cache=False)
         self.kid_subset = min(KID_MAX_SUBSET, len(self.real_feats), m.fid_n_gen)
         self.lpips_net = lpips_net(m.lpips_backbone, self.weights_dir)
@@ -132,6 +135,9 @@ class Evaluator:
             "fid_real_set": f"{target.description}: {len(real)} of {len(target.full)} images",
             "fid_real_images": len(real),
             "fid_real_sha256": content_digest(real),
+            **({} if target.validation is None else {
+                "fid_selection_images": len(target.validation),
+                "fid_selection_sha256": content_digest(target.validation)}),
             "kid": f"unbiased MMD^2, cubic polynomial kernel, {KID_SUBSETS} subsets of "
                    f"{self.kid_subset} (mean, std)",
             "precision_recall": f"Kynkaanniemi et al. 2019, k = {PR_K}",
@@ -224,6 +230,8 @@ class Evaluator:
         dc = prdc(real, fake, k=DC_K)
         return {
             "fid": fid_from_features(fake, self.real_stats),
+            **({} if self.selection_stats is None else {
+                "fid_selection": fid_from_features(fake, self.selection_stats)}),
             "fid_backbone": self.extractor.name,
             "fid_n_gen": self.metrics.fid_n_gen,
             "kid": kid_mean,

@@ -100,7 +100,7 @@ def _track(spec: RunSpec, todo: dict[int, Path], folder: RunDir,
             size = g_ema.size
             target = load_target(spec.target.data, size, spec.target.shots,
                                  spec.target.shots_seed, spec.target.files,
-                                 spec.target.shots_file)
+                                 spec.target.shots_file, spec.target.validation_fraction)
             tracker = Tracker(spec, folder, target, cheap=False)
         elif g_ema.size != size:
             raise CheckpointError(f"{todo[iteration]}: a {g_ema.size} px generator among "

@@ -9,7 +9,9 @@ FID features and the LPIPS distances (KID, precision/recall/density/coverage, me
 older files read them as null. Version 4 added `stage`, the method's stage at the row (AdAM's
 importance probing, MineGAN's miner-only start; "adapt" for methods of one stage). Version 5
 added `stage_start`, the iteration where the row's stage began (`stage_aligned` counts a run's
-iterations from its last stage's start with it).
+iterations from its last stage's start with it). Version 6 added `variant`, the sweep variant of
+the run (`ewc.lam=10`; null outside sweeps), and `fid_selection`, FID against a validation split
+of the target set (null without one).
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ ID_COLUMNS: dict[str, str] = {
     "shots": "int64",
     "seed": "int64",
 }
+# The sweep variant (the settings that make it, e.g. `ewc.lam=10`); null for a run outside a
+# sweep, so unlike the identity columns above it may be null.
+VARIANT_COLUMNS: dict[str, str] = {"variant": "string"}
 
 # Where in training the row was measured, and how: a "full" evaluation measures every metric of
 # the protocol; a "cheap" one, at its own denser cadence, only the metrics that are cheap to
@@ -47,6 +52,9 @@ METRIC_COLUMNS: dict[str, str] = {
     "fid": "float64",
     "fid_backbone": "string",
     "fid_n_gen": "Int64",
+    # FID against the held-out validation part of the target set (`target.validation_fraction`),
+    # for choosing an iteration without looking at the reporting set; null without one.
+    "fid_selection": "float64",
     "kid": "float64",  # unbiased MMD^2, mean over subsets, in the FID extractor's features
     "kid_std": "float64",
     "precision": "float64",  # Kynkaanniemi et al. 2019, k = 3
@@ -64,15 +72,16 @@ METRIC_COLUMNS: dict[str, str] = {
 
 # Columns every trajectory has, in order. Extra metrics (for example the embedded world's
 # ground-truth diversity columns `gt_coverage`, `gt_replication`) follow as float64 columns.
-COLUMNS: dict[str, str] = {**ID_COLUMNS, **PROGRESS_COLUMNS, **METRIC_COLUMNS}
+COLUMNS: dict[str, str] = {**ID_COLUMNS, **VARIANT_COLUMNS, **PROGRESS_COLUMNS,
+                           **METRIC_COLUMNS}
 
 # Key-value metadata of every trajectory parquet file (values are UTF-8 strings).
 META_CONFIG = "adaptscope.config"  # the run's resolved config, JSON
 META_VERSION = "adaptscope.version"  # adaptscope version that wrote the file
 META_PROTOCOL = "adaptscope.protocol"  # evaluation protocol, JSON (backbones, sample counts, ...)
 META_SCHEMA = "adaptscope.schema"  # schema version of this table
-SCHEMA_VERSION = "5"
-READABLE_SCHEMA_VERSIONS: tuple[str, ...] = ("1", "2", "3", "4", SCHEMA_VERSION)
+SCHEMA_VERSION = "6"
+READABLE_SCHEMA_VERSIONS: tuple[str, ...] = ("1", "2", "3", "4", "5", SCHEMA_VERSION)
 # The version that added a column; a file of an earlier version is read with it null (and
 # `evaluation` as "full").
 ADDED_IN: dict[str, int] = {
@@ -81,6 +90,8 @@ ADDED_IN: dict[str, int] = {
                       "coverage", "memorised_features", "memorised_lpips")},
     "stage": 4,
     "stage_start": 5,
+    "variant": 6,
+    "fid_selection": 6,
 }
 
 

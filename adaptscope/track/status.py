@@ -147,7 +147,9 @@ def run_status(folder: RunDir, queue: dict[str, str], logs: Path | None = None) 
             damage.append(str(err) if str(folder.config) in str(err) else
                           f"{folder.config}: {err}")
         else:
-            status.method, status.seed, status.target = spec.method, spec.seed, spec.target.label
+            variant = f" [{spec.variant}]" if spec.variant else ""  # a sweep's variant
+            status.method, status.seed = spec.method + variant, spec.seed
+            status.target = spec.target.label
     if folder.trajectory.exists():
         try:
             df = load_trajectories(folder.path)

@@ -87,5 +87,5 @@ class Tracker:
         s = self.spec
         return {"run_id": s.run_id, "method": s.method, "source": s.source.name,
                 "target": s.target.label, "shots": s.target.shots, "seed": s.seed,
-                "iteration": iteration, "images_seen": images_seen,
+                "variant": s.variant, "iteration": iteration, "images_seen": images_seen,
                 "wall_time_s": wall_time_s, "evaluation": evaluation}

@@ -39,6 +39,7 @@ from adaptscope.spec import (
 )
 from adaptscope.track.rundir import RunDir, config_differences
 from adaptscope.track.store import read_metadata
+from adaptscope.train.sweep import parse_grid_options, parse_grid_table, sweep_configs
 
 
 def _load_plugins(data: dict[str, Any], extra: list[str], where: str) -> None:
@@ -76,11 +77,13 @@ def load_experiment(path: str | Path | None = None, overrides: list[str] | None 
     if values:
         data = set_values(data, values)
     _load_plugins(data, plugins or [], str(source))
+    grid = data.pop("grid", None)
     method_params = {k: data.pop(k) for k in list(data) if k in METHODS}
     sections = {name: {key: table.pop(key) for key in METHOD_SECTIONS
                        if isinstance(table, dict) and isinstance(table.get(key), dict)}
                 for name, table in method_params.items()}
     cfg = from_dict(ExperimentConfig, data, str(source))
+    cfg.grid = [] if grid is None else parse_grid_table(grid, str(source))
     cfg.method_sections = {name: _typed_sections(cfg, name, given, source)
                            for name, given in sections.items() if given}
     for name in cfg.methods:
@@ -97,6 +100,22 @@ def load_experiment(path: str | Path | None = None, overrides: list[str] | None 
     cfg.requested_protocol = requested
     cfg.protocol_departures = protocol_departures(requested, cfg.metrics)
     return cfg
+
+
+def load_sweep(path: str | Path | None = None, overrides: list[str] | None = None,
+               plugins: list[str] | None = None, values: dict[str, Any] | None = None,
+               grid: list[str] | None = None) -> list[ExperimentConfig]:
+    """The experiment as `load_experiment` reads it, one config per variant of its sweep: the
+    `--grid` options' (`grid`) when given, else the TOML's `[grid]` (none: the experiment
+    alone). Each variant's settings are applied after the `--set` overrides and checked as
+    they are."""
+    base = load_experiment(path, overrides, plugins, values)
+    grids = parse_grid_options(grid) if grid else base.grid
+
+    def variant(settings: dict[str, Any]) -> ExperimentConfig:
+        return load_experiment(path, overrides, plugins, {**(values or {}), **settings})
+
+    return sweep_configs(base, grids, variant)
 
 
 # Sub-tables of a method's table that change the shared settings for that method's runs only:

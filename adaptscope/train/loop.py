@@ -119,7 +119,8 @@ def _adapt(spec: RunSpec, folder: RunDir, emit: EventFn) -> Path:
     g_ema = source.g_ema.to(device).eval().requires_grad_(False)
 
     target = load_target(spec.target.data, g.size, spec.target.shots, spec.target.shots_seed,
-                         spec.target.files, spec.target.shots_file)
+                         spec.target.files, spec.target.shots_file,
+                         spec.target.validation_fraction)
     shots = target.shots.to(device)
     ctx = MethodContext(g=g, d=d, g_ema=g_ema, g_source=g_source, d_source=d_source,
                         shots=shots, mixing=spec.train.mixing)

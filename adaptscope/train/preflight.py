@@ -139,7 +139,7 @@ def _check_target(target: TargetSpec, size: int) -> TargetData:
                         "there (an image folder or .zip) or set target.data "
                         "(--set target.data=PATH)")
     return load_target(target.data, size, target.shots, target.shots_seed, target.files,
-                       target.shots_file)
+                       target.shots_file, target.validation_fraction)
 
 
 def _check_realism_classifier(spec: RunSpec) -> None:

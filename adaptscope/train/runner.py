@@ -104,16 +104,18 @@ def plan(specs: list[RunSpec], out: Path, console: Console | None = None,
     return list(planned.values())
 
 
-def plan_experiment(cfg: ExperimentConfig, out: Path, console: Console | None = None
-                    ) -> list[PlannedRun]:
-    """The runs of an experiment under `out`, their existing folders checked."""
+def plan_experiment(configs: ExperimentConfig | list[ExperimentConfig], out: Path,
+                    console: Console | None = None) -> list[PlannedRun]:
+    """The runs of an experiment (or of each variant of a sweep: `load_sweep`) under `out`,
+    their existing folders checked."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a folder; give the folder that holds (or "
                           "will hold) the run folders")
-    specs = run_specs(cfg)
+    configs = configs if isinstance(configs, list) else [configs]
+    specs = [spec for cfg in configs for spec in run_specs(cfg)]
     if not specs:
-        raise ConfigError(f"experiment {cfg.name}: no runs: methods and seeds must each name at "
-                          "least one")
+        raise ConfigError(f"experiment {configs[0].name}: no runs: methods and seeds must each "
+                          "name at least one")
     check_run_configs(out / spec.run_id for spec in specs)
     return plan(specs, out, console)
 
@@ -132,6 +134,12 @@ def unfinished_runs(out: Path) -> list[PlannedRun]:
     """Every run under `out` that has a config but has not finished its schedule."""
     return [PlannedRun(folder.read_spec(), folder.path) for folder in started_runs(out)
             if not folder.is_done()]
+
+
+def run_label(spec: RunSpec) -> str:
+    """A run as progress bars name it: `ewc s0`, or `ewc [ewc.lam=10] s0` in a sweep."""
+    variant = f" [{spec.variant}]" if spec.variant else ""
+    return f"{spec.method}{variant} s{spec.seed}"
 
 
 def default_workers(runs: list[PlannedRun], device: str) -> int:
@@ -299,7 +307,7 @@ def execute(runs: list[PlannedRun], workers: int, console: Console | None = None
                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[latest]}"))
     with Progress(*columns, console=console) as progress:
         tasks = {r.spec.run_id: progress.add_task(
-            escape(f"{r.spec.method} s{r.spec.seed}"), total=r.spec.schedule.iterations,
+            escape(run_label(r.spec)), total=r.spec.schedule.iterations,
             latest="waiting") for r in todo}
 
         def handle(event: dict[str, Any]) -> None:

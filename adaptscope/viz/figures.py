@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 
 from adaptscope.files import atomic_write
 from adaptscope.viz.curves import plot_diversity, plot_realism, plot_replication
-from adaptscope.viz.panels import EXPERIMENT_COLUMNS, FigureSkipped, with_x_axis
+from adaptscope.viz.panels import EXPERIMENT_COLUMNS, FigureSkipped, by_variant, with_x_axis
 from adaptscope.viz.plane import plot_precision_recall, plot_quality_diversity
 from adaptscope.viz.samples import DamagedFile, plot_sample_evolution
 
@@ -101,7 +101,7 @@ def render_figures(
     formats = parse_formats(formats)
     out_dir = Path(out_dir)
     result, files = FigureSet(), {}
-    for suffix, data in _experiments(df):
+    for suffix, data in _experiments(by_variant(df)):  # a sweep's variants side by side
         if run_dirs is not None:
             data.attrs["run_dirs"] = dict(run_dirs)
         drawn = with_x_axis(data, x, align)

@@ -26,6 +26,20 @@ X_AXES: tuple[str, ...] = ("iterations", "images")
 ALIGNMENTS: tuple[str, ...] = ("run", "stage")
 
 
+def by_variant(df: pd.DataFrame) -> pd.DataFrame:
+    """The table with each sweep variant as a method of its own, `ewc [ewc.lam=10]`, so every
+    figure and table draws variants side by side as it draws methods; the `variant` column is
+    emptied, so applying it twice changes nothing. A table without variants is returned as is."""
+    if "variant" not in df.columns or not df["variant"].notna().any():
+        return df
+    out = df.copy()
+    swept = out["variant"].notna()
+    out["method"] = out["method"].astype(str).where(
+        ~swept, out["method"].astype(str) + " [" + out["variant"].astype(str) + "]")
+    out["variant"] = pd.Series(pd.NA, index=out.index, dtype="string")
+    return out
+
+
 def with_x_axis(df: pd.DataFrame, x: str = "iterations", align: str = "run") -> pd.DataFrame:
     """The table as the curves and planes draw it: their x (the `iteration` column) counted in
     generator updates or in real images seen (`x="images"`: a batch-2 method such as RICK

@@ -32,8 +32,9 @@ from adaptscope.viz.figures import (
     render_figures,
     write_files,
 )
-from adaptscope.viz.panels import experiment_title
-from adaptscope.viz.summary import per_run, summarize
+from adaptscope.viz.panels import by_variant, experiment_title
+from adaptscope.viz.style import method_label
+from adaptscope.viz.summary import SELECTED_ON_REPORTING, per_run, summarize
 from adaptscope.viz.tables import display_table, to_markdown
 
 FIGURES_DIR = "figures"
@@ -65,6 +66,20 @@ class Report:
     figures: FigureSet
     comparison_csv: Path
     comparison_md: Path
+
+
+def selection_warning(summary: pd.DataFrame) -> str:
+    """Why a best FID is optimistic, when some method's was chosen on the images it is reported
+    against (no `target.validation_fraction`); empty when every one was chosen on held-out
+    images."""
+    chosen = summary.get("best_fid_selected_on", pd.Series(dtype=object)).astype(str)
+    same = summary.loc[chosen.str.contains(SELECTED_ON_REPORTING, regex=False), "method"]
+    if same.empty:
+        return ""
+    return (f"the best FID of {', '.join(method_label(str(m)) for m in same.unique())} is "
+            "selected on the same images it is reported against (the lowest FID over training, "
+            "as AdAM, RICK and Uni-DAD report), so it is optimistic; hold out a validation split "
+            "with --set target.validation_fraction=0.2 to select on other images.")
 
 
 def _runs_table(df: pd.DataFrame, meta: dict[str, dict]) -> pd.DataFrame:
@@ -194,17 +209,19 @@ def write_report(
 
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     out_dir = Path(out_dir)
-    df = load_trajectories(paths)
+    df = by_variant(load_trajectories(paths))  # a sweep's variants as methods of their own
     check_baseline(df, baseline)  # before anything is drawn
     formats = tuple(dict.fromkeys(("png", *parse_formats(formats))))  # the page shows PNGs
     figures, files = render_figures(df, out_dir / FIGURES_DIR, formats, x=x, align=align)
 
     summary = summarize(df)
+    selection = selection_warning(summary)
     summary_csv = out_dir / SUMMARY_CSV
     files[summary_csv] = summary.to_csv(index=False).encode("utf-8")
     table = display_table(summary)
     summary_md = out_dir / SUMMARY_MD
-    files[summary_md] = ("# Summary over seeds (mean ± std)\n\n" + to_markdown(table)).encode()
+    files[summary_md] = ("# Summary over seeds (mean ± std)\n\n" + to_markdown(table)
+                         + (f"\nWarning: {selection}\n" if selection else "")).encode()
 
     runs_by_seed = per_run(df)
     ranks = rank_stability(runs_by_seed)
@@ -232,6 +249,7 @@ written by adaptscope {html.escape(__version__)}.</p>
 criterion column; diversity lost is (first − last) / first intra-cluster LPIPS. Numbers from
 different backbones are not comparable. Also as <a href="{SUMMARY_CSV}">CSV</a> and
 <a href="{SUMMARY_MD}">Markdown</a>.</p>
+{f'<p class="note"><b>Warning:</b> {html.escape(selection)}</p>' if selection else ""}
 {table.to_html(index=False, escape=True, border=0)}
 <h2>Comparisons</h2>
 <p class="note">{html.escape(against[0].upper() + against[1:])}, within each experiment and
@@ -253,6 +271,8 @@ protocol. {html.escape(CAPTION)} Also as <a href="{COMPARISON_CSV}">CSV</a> and
 """
     index = out_dir / INDEX_HTML
     files[index] = page.encode("utf-8")
+    if selection and log is not None:
+        log(f"warning: {selection}")
     replaced = replaced_files(out_dir)
     if replaced and log is not None:
         log(f"replacing {', '.join(replaced)} in {out_dir}")

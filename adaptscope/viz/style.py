@@ -7,6 +7,7 @@ methods still draws DCL in the same colour as the report does.
 from __future__ import annotations
 
 import contextlib
+import re
 import zlib
 from collections.abc import Iterable, Iterator
 
@@ -61,10 +62,24 @@ _DISPLAY_NAMES: dict[str, str] = {
 
 
 def ordered_methods(methods: Iterable[str]) -> list[str]:
-    """The built-in methods in their fixed order, then any others alphabetically."""
-    unique = set(methods)
-    known = [m for m in METHOD_ORDER if m in unique]
-    return known + sorted(unique - set(METHOD_ORDER))
+    """The built-in methods in their fixed order, then any others alphabetically; a sweep's
+    variants (`ewc [ewc.lam=10]`) follow their method's place, in the order of their values."""
+    return sorted(set(methods), key=_order_key)
+
+
+def _order_key(method: str) -> tuple:
+    base, _, variant = method.partition(" [")
+    place = METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER)
+    return (place, base, bool(variant), _natural(variant))
+
+
+_NUMBER = re.compile(r"([-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)")
+
+
+def _natural(text: str) -> tuple:
+    """`lam=10.0` < `lam=100.0` < `lam=1e3`: numbers compared as numbers, text as text."""
+    parts = _NUMBER.split(text)
+    return tuple((0, float(p), "") if i % 2 else (1, 0.0, p) for i, p in enumerate(parts))
 
 
 def _stable_slot(method: str, size: int) -> int:
@@ -97,8 +112,10 @@ def method_marker(method: str) -> str:
 
 
 def method_label(method: str) -> str:
-    """The name a method goes by in the literature (TGAN, FreezeD, ...)."""
-    return _DISPLAY_NAMES.get(method, method)
+    """The name a method goes by in the literature (TGAN, FreezeD, ...), a sweep's variant
+    after it (`EWC [ewc.lam=10]`)."""
+    base, bracket, variant = method.partition(" [")
+    return _DISPLAY_NAMES.get(base, base) + (f" [{variant}" if bracket else "")
 
 
 @contextlib.contextmanager

@@ -10,8 +10,14 @@ import numpy as np
 import pandas as pd
 
 from adaptscope.track.views import images_per_iteration, last_stage_start
-from adaptscope.viz.panels import EXPERIMENT_COLUMNS, full_rows, metric_rows, recorded
-from adaptscope.viz.style import METHOD_ORDER
+from adaptscope.viz.panels import (
+    EXPERIMENT_COLUMNS,
+    by_variant,
+    full_rows,
+    metric_rows,
+    recorded,
+)
+from adaptscope.viz.style import ordered_methods
 
 GROUP_COLUMNS: tuple[str, ...] = (
     *EXPERIMENT_COLUMNS,
@@ -33,6 +39,7 @@ QUANTITIES: tuple[str, ...] = (
     "final_precision",
     "final_recall",
     "final_memorised_lpips",
+    "final_realism_pt",
 )
 
 
@@ -65,6 +72,24 @@ def _convergence(run: pd.DataFrame, pt_threshold: float, fid_tolerance: float) -
     return np.nan, "no realism metric"
 
 
+SELECTED_ON_VALIDATION = "validation split"
+SELECTED_ON_REPORTING = "reporting set"
+
+
+def _best_fid(run: pd.DataFrame, fid: np.ndarray) -> dict:
+    """The run's best FID and the set that chose it: the iteration of lowest `fid_selection`
+    (the held-out validation split) where the run recorded one, else the lowest FID itself,
+    chosen on the very images it is reported against (as AdAM, RICK and Uni-DAD report)."""
+    if not len(fid):
+        return {"best_fid": np.nan, "best_fid_selected_on": pd.NA}
+    rows = full_rows(run)
+    if "fid_selection" in rows.columns and rows["fid_selection"].notna().any():
+        scored = rows[rows["fid_selection"].notna() & rows["fid"].notna()]
+        chosen = scored.loc[scored["fid_selection"].astype(float).idxmin()]
+        return {"best_fid": float(chosen["fid"]), "best_fid_selected_on": SELECTED_ON_VALIDATION}
+    return {"best_fid": float(fid.min()), "best_fid_selected_on": SELECTED_ON_REPORTING}
+
+
 def _run_quantities(run: pd.DataFrame, pt_threshold: float, fid_tolerance: float) -> dict:
     run = run.sort_values("iteration")
     converged, criterion = _convergence(run, pt_threshold, fid_tolerance)
@@ -80,7 +105,8 @@ def _run_quantities(run: pd.DataFrame, pt_threshold: float, fid_tolerance: float
             slope = np.polyfit(its / 1000.0, lpips, 1)[0]
     _, fid = _series(run, "fid")
     finals = {f"final_{c}": _last(run, c)
-              for c in ("precision", "recall", "memorised_lpips", "nearest_shot_lpips")}
+              for c in ("precision", "recall", "memorised_lpips", "nearest_shot_lpips",
+                        "realism_pt")}
     start = last_stage_start(run)
     in_stage, _ = _convergence(run[run["iteration"] >= start], pt_threshold, fid_tolerance)
     return {
@@ -93,7 +119,7 @@ def _run_quantities(run: pd.DataFrame, pt_threshold: float, fid_tolerance: float
         "relative_diversity_loss": rel_loss,
         "lpips_slope_per_1k": slope,
         "final_fid": fid[-1] if len(fid) else np.nan,
-        "best_fid": fid.min() if len(fid) else np.nan,
+        **_best_fid(run, fid),
         "final_intra_lpips": final_lpips,
         **finals,
         "final_iteration": int(run["iteration"].max()),
@@ -104,7 +130,9 @@ def per_run(
     df: pd.DataFrame, pt_threshold: float = 0.9, fid_tolerance: float = 0.1
 ) -> pd.DataFrame:
     """The summary quantities of every run, before averaging over seeds, and the final
-    nearest-shot LPIPS (`final_nearest_shot_lpips`, at the last full evaluation)."""
+    nearest-shot LPIPS (`final_nearest_shot_lpips`, at the last full evaluation). A sweep's
+    variants count as methods of their own (`by_variant`)."""
+    df = by_variant(df)
     records = []
     for run_id, run in df.groupby("run_id", sort=True):
         full = full_rows(run)
@@ -136,8 +164,12 @@ def summarize(
     - `relative_diversity_loss`: (first - last) / first intra-LPIPS over the recorded schedule.
     - `lpips_slope_per_1k`: least-squares slope of intra-LPIPS per 1000 iterations.
     - `final_fid`, `final_intra_lpips`, `final_precision`, `final_recall`,
-      `final_memorised_lpips`: values at the last full evaluation that recorded them.
-    - `best_fid`: the lowest FID over the run (what AdAM and RICK report).
+      `final_memorised_lpips`, `final_realism_pt`: values at the last full evaluation that
+      recorded them.
+    - `best_fid`: the run's FID at its best iteration, and `best_fid_selected_on` the set that
+      chose that iteration: the "validation split" (lowest `fid_selection`, with
+      `target.validation_fraction`) or the "reporting set" (the lowest FID itself, as AdAM,
+      RICK and Uni-DAD report: optimistic, as it selects on the images it reports on).
     """
     if df.empty:
         raise ValueError("cannot summarise an empty trajectory table")
@@ -150,13 +182,15 @@ def summarize(
         n_seeds=("seed", "nunique"),
         n_converged=("converged_iteration", "count"),
         criterion=("criterion", lambda s: "; ".join(sorted(set(s)))),
+        best_fid_selected_on=("best_fid_selected_on",
+                              lambda s: "; ".join(sorted(set(s.dropna()))) or pd.NA),
         final_iteration=("final_iteration", "max"),
     )
     for quantity in QUANTITIES:
         out[f"{quantity}_mean"] = grouped[quantity].mean()
         out[f"{quantity}_std"] = grouped[quantity].std()
     out = out.reset_index()
-    rank = {m: i for i, m in enumerate(METHOD_ORDER)}
-    out["_rank"] = out["method"].map(lambda m: rank.get(m, len(rank)))
+    rank = {m: i for i, m in enumerate(ordered_methods(out["method"].astype(str)))}
+    out["_rank"] = out["method"].astype(str).map(rank)
     out = out.sort_values(["source", "target", "shots", "_rank", "method"], kind="stable")
     return out.drop(columns="_rank").reset_index(drop=True)

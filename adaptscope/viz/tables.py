@@ -22,6 +22,7 @@ _DISPLAY: tuple[tuple[str, str, int], ...] = (
     ("final_precision", "final precision", 3),
     ("final_recall", "final recall", 3),
     ("final_memorised_lpips", "final memorised (LPIPS)", 3),
+    ("final_realism_pt", "final p_t", 3),
 )
 
 
@@ -55,6 +56,7 @@ def display_table(summary: pd.DataFrame) -> pd.DataFrame:
         row["FID backbone"] = _text(r["fid_backbone"])
         row["LPIPS backbone"] = _text(r["lpips_backbone"])
         row["criterion"] = _text(r["criterion"])
+        row["best FID selected on"] = _text(r.get("best_fid_selected_on"))
         rows.append(row)
     return pd.DataFrame(rows)
 
