@@ -8,6 +8,7 @@ loading an experiment and checking its methods belongs to `adaptscope.train.expe
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -376,8 +377,8 @@ class RunSpec:
 
     @property
     def run_id(self) -> str:
-        variant = f"-{self.variant}" if self.variant else ""
-        return _slug(f"{self.experiment}-{self.target.label}-{self.method}{variant}-s{self.seed}")
+        return _slug(f"{self.experiment}-{self.target.label}-{self.method}"
+                     f"{_variant_slug(self.variant)}-s{self.seed}")
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
@@ -462,6 +463,22 @@ class ExperimentConfig:
                        metrics=self.metrics, method_params=dict(self.method_params.get(method, {})),
                        plugins=list(self.plugins), device=self.device, threads=self.threads,
                        variant=self.variant)
+
+
+# A variant longer than this is cut and followed by a digest of the whole label, so a sweep of
+# several long settings still makes folder names a file system takes (255 bytes at most).
+VARIANT_SLUG_MAX = 96
+
+
+def _variant_slug(variant: str | None) -> str:
+    """`-ewc.lam-10` for variant `ewc.lam=10`; '' outside a sweep."""
+    if not variant:
+        return ""
+    text = _slug(variant)
+    if len(text) > VARIANT_SLUG_MAX:
+        digest = hashlib.sha256(variant.encode()).hexdigest()[:10]
+        text = f"{text[:VARIANT_SLUG_MAX - 11]}-{digest}"
+    return f"-{text}"
 
 
 def _slug(text: str) -> str:

@@ -547,7 +547,7 @@ MUTANTS = [
            "itertools.product(*(grid[k] for k in keys))", "zip(*(grid[k] for k in keys))",
            SWEEP + "test_options_multiply_and_shared_settings_vary_every_method"),
     mutant("sweep-run-id-without-variant", "adaptscope/spec.py",
-           'variant = f"-{self.variant}" if self.variant else ""', 'variant = ""',
+           'f"{_variant_slug(self.variant)}-s{self.seed}")', 'f"-s{self.seed}")',
            SWEEP + "test_grid_values_are_typed_by_the_setting_and_named_in_the_run_id"),
     mutant("sweep-variants-pooled-as-one-method", "adaptscope/viz/panels.py",
            'if "variant" not in df.columns or not df["variant"].notna().any():', "if True:",

@@ -142,15 +142,18 @@ def test_explicit_file_not_in_folder(folder):
 
 
 def test_load_target_folder_and_toyfaces(folder):
-    full, shots, desc, domain, _ = load_target(str(folder), 8, shots=3, seed=1)
-    assert domain is None
+    target = load_target(str(folder), 8, shots=3, seed=1)
+    full, shots, desc, domain = target.full, target.shots, target.description, target.domain
+    assert domain is None and target.validation is None
     assert full.shape == (14, 3, 8, 8) and shots.shape == (3, 3, 8, 8)
     # shots are members of the full set
     for s in shots:
         assert any(torch.equal(s, f) for f in full)
     assert str(folder) in desc
 
-    full, shots, desc, domain, indices = load_target("toyfaces:sketches", 16, shots=10, seed=0)
+    target = load_target("toyfaces:sketches", 16, shots=10, seed=0)
+    full, shots, desc, domain = target.full, target.shots, target.description, target.domain
+    indices = target.shot_indices
     assert full.shape == (300, 3, 16, 16) and shots.shape == (10, 3, 16, 16)
     assert domain == "sketches" and len(indices) == 10
     assert "sketches" in desc

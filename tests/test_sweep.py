@@ -207,3 +207,21 @@ def test_a_grid_runs_every_variant_and_resumes_an_interrupted_one(tmp_path, sour
 def test_resume_takes_no_grid(tmp_path):
     result = cli.invoke(app, ["run", "--resume", "--out", str(tmp_path), "--grid", "ewc.lam=1"])
     assert result.exit_code != 0 and "--grid" in result.output
+
+
+def test_a_long_variant_is_cut_and_told_apart_by_a_digest():
+    from adaptscope.spec import VARIANT_SLUG_MAX, RunSpec
+
+    long_a, long_b = "x.a=" + "v" * 300 + "1", "x.a=" + "v" * 300 + "2"
+    ids = [RunSpec(experiment="e", method="m", seed=0, variant=v).run_id for v in (long_a,
+                                                                                 long_b)]
+    assert ids[0] != ids[1] and all(len(i) < len("e-sunglasses-m--s0") + VARIANT_SLUG_MAX + 1
+                                    for i in ids)
+    short = RunSpec(experiment="e", method="m", seed=0, variant="ewc.lam=10").run_id
+    assert short == "e-sunglasses-m-ewc.lam-10-s0"
+
+
+def test_grid_values_that_differ_only_in_punctuation_are_refused(tmp_path):
+    result = cli.invoke(app, ["run", "--methods", "tgan", "--out", str(tmp_path),
+                              "--grid", "target.name=a b,a-b"])
+    assert result.exit_code == 2 and "grid values that differ" in result.output

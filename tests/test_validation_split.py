@@ -113,7 +113,7 @@ def test_the_report_warns_only_when_selection_used_the_reported_images(tmp_path)
     assert warned.exit_code == 0, warned.output
     text = (tmp_path / "r2" / "summary.md").read_text()
     assert "Warning: the best FID of CDC is selected on the same images" in text
-    assert "validation_fraction" in warned.output
+    assert "validation_fraction" in (tmp_path / "r2" / "index.html").read_text()
     table = pd.read_csv(tmp_path / "r2" / "summary.csv")
     assert list(table["best_fid_selected_on"]) == ["reporting set"]
     assert np.isclose(table["best_fid_mean"].iloc[0], 55.0)

@@ -79,7 +79,8 @@ def plan(specs: list[RunSpec], out: Path, console: Console | None = None,
             if differences:  # two different runs whose names map to one folder
                 raise RunDirectoryError(
                     f"two requested runs would share {seen.run_dir} with different settings "
-                    f"({describe_differences(differences)}); give them distinct method names")
+                    f"({describe_differences(differences)}); give them distinct method names "
+                    "(or, in a sweep, grid values that differ in more than punctuation)")
             (console or _console()).print(
                 f"warning: {spec.run_id} is requested twice (a method or seed listed twice?); "
                 "running it once", markup=False, highlight=False, soft_wrap=True)

@@ -271,8 +271,6 @@ protocol. {html.escape(CAPTION)} Also as <a href="{COMPARISON_CSV}">CSV</a> and
 """
     index = out_dir / INDEX_HTML
     files[index] = page.encode("utf-8")
-    if selection and log is not None:
-        log(f"warning: {selection}")
     replaced = replaced_files(out_dir)
     if replaced and log is not None:
         log(f"replacing {', '.join(replaced)} in {out_dir}")
