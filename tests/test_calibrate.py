@@ -128,7 +128,8 @@ def test_command_runs_probes_and_prints_a_row_per_lambda(tmp_path, source_checkp
     assert sorted(df["iteration"].unique()) == [0, 2, 4]
     last = df[df["iteration"] == 4]
     assert len(last) == 2 and last["grad_norm_g_adv"].gt(0).all()
-    lam_1e4 = last[last["run_id"].str.contains("lam1e4")].iloc[0]
+    assert sorted(last["variant"]) == ["ewc.lam=0", "ewc.lam=1e4"]  # a sweep of lambda
+    lam_1e4 = last[last["variant"] == "ewc.lam=1e4"].iloc[0]
     assert lam_1e4["grad_norm_ewc"] > 0 and math.isfinite(lam_1e4["realism_pt"])
 
     again = runner.invoke(app, args)  # finished probes are read, not run again

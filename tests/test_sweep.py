@@ -121,6 +121,20 @@ def test_variants_are_ordered_by_their_values_after_their_method():
     assert method_label("ewc [ewc.lam=10.0]") == "EWC [ewc.lam=10.0]"
 
 
+def test_a_methods_variants_run_along_one_colour_map_with_its_marker():
+    import matplotlib as mpl
+
+    from adaptscope.viz.style import method_marker, method_palette
+
+    names = ["tgan", "ewc [ewc.lam=100]", "ewc [ewc.lam=0]", "ewc [ewc.lam=10]"]
+    palette = method_palette(names)
+    ramp = mpl.colormaps["viridis"]
+    expected = [mpl.colors.to_hex(ramp(x)) for x in (0.0, 0.425, 0.85)]  # ends and middle
+    assert [palette[f"ewc [ewc.lam={v}]"] for v in (0, 10, 100)] == expected
+    assert palette["tgan"] == method_palette(["tgan"])["tgan"]
+    assert method_marker("ewc [ewc.lam=0]") == method_marker("ewc") != method_marker("tgan")
+
+
 # (iteration, evaluation, p_t, intra-LPIPS) per (variant, seed); cheap rows lack LPIPS
 ROWS = {
     ("dcl.x=a", 0): [(0, "full", 0.50, 0.60), (50, "cheap", 0.92, None), (100, "full", 0.95, 0.45)],

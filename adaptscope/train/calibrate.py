@@ -207,14 +207,16 @@ def probe_spec(spec: RunSpec, lam: float, iterations: int) -> RunSpec:
     """The EWC run `spec` as a probe of `lam`: `iterations` long, evaluated at its start, its
     middle (cheap, so the last row's gradient means cover the second half) and its end, on at
     most PROBE_SAMPLES samples and without ground truth; the protocol is then recorded as
-    custom, as for any run that departs from its own."""
+    custom, as for any run that departs from its own. Its variant is its lambda, so
+    `adaptscope report` on the probes' folder shows each lambda on its own."""
     m = spec.metrics
     n = min(PROBE_SAMPLES, m.fid_n_gen)
     metrics = replace(m, protocol=CUSTOM, fid_n_gen=n, lpips_n_samples=min(n, m.lpips_n_samples),
                       cheap_n_samples=min(n, m.cheap_n_samples), ground_truth=False)
     schedule = ScheduleSpec(iterations=iterations, eval_every=iterations,
                             cheap_every=(iterations + 1) // 2)
-    return replace(spec, experiment=f"{spec.experiment}-calibrate-ewc-lam{lam_label(lam)}",
+    return replace(spec, experiment=f"{spec.experiment}-calibrate-ewc",
+                   variant=f"ewc.lam={lam_label(lam)}",  # a sweep of lambda: reported so
                    schedule=schedule, metrics=metrics,
                    method_params={**spec.method_params, "lam": float(lam)})
 

@@ -87,13 +87,18 @@ def _stable_slot(method: str, size: int) -> int:
 
 
 def method_palette(methods: Iterable[str]) -> dict[str, str]:
-    """Colour of each method: fixed for the built-in methods, name-derived for the others."""
+    """Colour of each method: fixed for the built-in methods, name-derived for the others; a
+    sweep's variants of one method (`ewc [ewc.lam=10]`) run along a sequential colour map in
+    the order of their values, so a swept setting reads as a gradient."""
     palette: dict[str, str] = {}
     taken: set[str] = set()
-    for method in ordered_methods(methods):
+    ordered = ordered_methods(methods)
+    for method in ordered:
         if method in _FIXED_COLORS:
             palette[method] = _FIXED_COLORS[method]
             continue
+        if " [" in method:
+            continue  # below, with the other variants of its method
         slot = _stable_slot(method, len(_OTHER_COLORS))
         for step in range(len(_OTHER_COLORS)):  # probe only when two new methods collide
             colour = _OTHER_COLORS[(slot + step) % len(_OTHER_COLORS)]
@@ -101,11 +106,28 @@ def method_palette(methods: Iterable[str]) -> dict[str, str]:
                 break
         palette[method] = colour
         taken.add(colour)
+    variants: dict[str, list[str]] = {}
+    for method in ordered:
+        if " [" in method:
+            variants.setdefault(method.partition(" [")[0], []).append(method)
+    ramp = mpl.colormaps[_VARIANT_MAP]
+    for group in variants.values():
+        for i, method in enumerate(group):
+            share = i / (len(group) - 1) if len(group) > 1 else 0.5
+            palette[method] = mpl.colors.to_hex(ramp(_VARIANT_RANGE[0] + share * (
+                _VARIANT_RANGE[1] - _VARIANT_RANGE[0])))
     return palette
 
 
+# A sweep's variants: viridis without its palest yellows, which vanish on white.
+_VARIANT_MAP = "viridis"
+_VARIANT_RANGE = (0.0, 0.85)
+
+
 def method_marker(method: str) -> str:
-    """Marker of a method, so lines stay distinguishable in greyscale print."""
+    """Marker of a method, so lines stay distinguishable in greyscale print; a sweep's variant
+    keeps its method's."""
+    method = method.partition(" [")[0]
     if method in _FIXED_MARKERS:
         return _FIXED_MARKERS[method]
     return _OTHER_MARKERS[_stable_slot(method, len(_OTHER_MARKERS))]
