@@ -118,7 +118,9 @@ def test_variants_are_ordered_by_their_values_after_their_method():
     names = ["ewc [ewc.lam=1e3]", "ewc [ewc.lam=100.0]", "zzz", "ewc [ewc.lam=10.0]", "tgan"]
     assert ordered_methods(names) == ["tgan", "ewc [ewc.lam=10.0]", "ewc [ewc.lam=100.0]",
                                       "ewc [ewc.lam=1e3]", "zzz"]
-    assert method_label("ewc [ewc.lam=10.0]") == "EWC [ewc.lam=10.0]"
+    assert method_label("ewc [ewc.lam=10.0]") == "EWC [lam=10.0]"
+    assert method_label("ewc [train.lr=0.1, ewc.lam=1]") == "EWC [train.lr=0.1, lam=1]"
+    assert method_label("dcl [ewc.lam=1]") == "DCL [ewc.lam=1]"
 
 
 def test_a_methods_variants_run_along_one_colour_map_with_its_marker():
@@ -178,7 +180,7 @@ def test_the_report_shows_the_variants_side_by_side(tmp_path):
                               "--baseline", "dcl [dcl.x=b]"])
     assert result.exit_code == 0, result.output
     table = (tmp_path / "r" / "summary.md").read_text()
-    assert "| DCL [dcl.x=a] | 2 |" in table and "| DCL [dcl.x=b] | 1 |" in table
+    assert "| DCL [x=a] | 2 |" in table and "| DCL [x=b] | 1 |" in table
     comparison = pd.read_csv(tmp_path / "r" / "comparison.csv")
     assert set(comparison["method_a"]) == {"dcl [dcl.x=b]"}
 

@@ -135,9 +135,13 @@ def method_marker(method: str) -> str:
 
 def method_label(method: str) -> str:
     """The name a method goes by in the literature (TGAN, FreezeD, ...), a sweep's variant
-    after it (`EWC [ewc.lam=10]`)."""
+    after it, its own table's settings without the method's prefix (`EWC [lam=10]` for
+    `ewc [ewc.lam=10]`; a shared setting keeps its section: `EWC [train.lr=0.001]`)."""
     base, bracket, variant = method.partition(" [")
-    return _DISPLAY_NAMES.get(base, base) + (f" [{variant}" if bracket else "")
+    if not bracket:
+        return _DISPLAY_NAMES.get(base, base)
+    variant = re.sub(rf"(^|, ){re.escape(base)}\.", r"\1", variant)  # its own table's keys
+    return f"{_DISPLAY_NAMES.get(base, base)} [{variant}"
 
 
 @contextlib.contextmanager
