@@ -241,3 +241,11 @@ def test_grid_values_that_differ_only_in_punctuation_are_refused(tmp_path):
     result = cli.invoke(app, ["run", "--methods", "tgan", "--out", str(tmp_path),
                               "--grid", "target.name=a b,a-b"])
     assert result.exit_code == 2 and "grid values that differ" in result.output
+
+
+def test_a_sample_rows_label_puts_each_setting_on_its_own_line():
+    from adaptscope.viz.samples import row_label
+
+    assert row_label("dcl [dcl.patch_scheme=true, dcl.d_term_minimized_by=both]") == \
+        "DCL\npatch_scheme=true,\nd_term_minimized_by=both"
+    assert row_label("tgan") == "TGAN"

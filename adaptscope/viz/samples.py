@@ -18,6 +18,15 @@ from adaptscope.track import rundir
 from adaptscope.viz.panels import EXPERIMENT_COLUMNS, FigureSkipped, experiment_title
 from adaptscope.viz.style import figure_style, method_label, method_palette, ordered_methods
 
+
+def row_label(method: str) -> str:
+    """A row's label, one setting a line: a sweep's variant label is wider than a sample row
+    is tall (`DCL` / `patch_scheme=true,` / `d_term_minimized_by=both`)."""
+    base, bracket, variant = method_label(method).partition(" [")
+    if not bracket:
+        return base
+    return "\n".join([base, *(f"{part}," for part in variant.rstrip("]").split(", "))]).rstrip(",")
+
 CELL_INCHES = 1.35
 
 
@@ -170,7 +179,8 @@ def plot_sample_evolution(
                     ax.set_title(f"it {it}", fontsize=10)
                 if c == 0:
                     ax.set_ylabel(
-                        method_label(method), fontsize=11, color=palette[method], fontweight="bold"
+                        row_label(method), fontsize=11 if " [" not in method else 6,
+                        color=palette[method], fontweight="bold"
                     )
         seeds = sorted({int(runs[m]["seed"].iloc[0]) for m in methods})
         latents = ", ".join(str(i) for i in latent_indices)
