@@ -36,6 +36,11 @@ class Protocol:
     lpips_members: str  # "random" (seeded shuffle) or "first" (in latent-seed order)
     lpips_small_clusters: str  # clusters under 2 members: "drop" them or count them as "zero"
     cheap_n_samples: int  # samples of a cheap evaluation (p_t, nearest shot, memorisation)
+    # CMMD's CLIP extractor (a `build_extractor` name); None: no CMMD
+    cmmd_backbone: str | None = None
+    # None: precision/recall at k = 3 (Kynkaanniemi, `<=`) and density/coverage at k = 5;
+    # k: all four from `prdc` at this k (strict `<`), as the prdc package computes them
+    prdc_k: int | None = None
     description: str = field(default="", compare=False)
     used_by: str = field(default="", compare=False)
     sources: dict[str, str] = field(default_factory=dict, compare=False)
@@ -47,7 +52,9 @@ class Protocol:
 
 SETTINGS: tuple[str, ...] = ("fid_backbone", "fid_n_gen", "fid_n_real", "lpips_backbone",
                              "lpips_n_samples", "lpips_max_per_cluster", "lpips_members",
-                             "lpips_small_clusters", "cheap_n_samples")
+                             "lpips_small_clusters", "cheap_n_samples", "cmmd_backbone",
+                             "prdc_k")
+CMMD_CLIP = "clip-vit-l14-336"  # the CLIP extractor of CMMD (`CLIPExtractor`)
 
 PROTOCOLS: Registry[Protocol] = Registry(
     "evaluation protocol", f" (metrics.protocol or --protocol; {CUSTOM!r} keeps the settings "
@@ -151,6 +158,69 @@ _register("fd-dinov2", Protocol(
     sources={"fid_backbone": "[C] dgm-eval dgm_eval/models/dinov2.py:46-59 (PIL bicubic "
                              "resize to 224, ImageNet mean/std, CLS token after the final norm)",
              **_CDC_LPIPS},
+))
+
+_CRDI = "CRDI (github.com/YuCao16/CRDI @ 6fb0cd5)"
+_UNIDAD = "Uni-DAD (github.com/yaramohamadi/uni-DAD @ 7d56f42, 1_FSIG/)"
+_UNIDAD_EVAL = "Uni-DAD main/dhariwal/evaluation_util.py"
+_UNIDAD_TEST = "Uni-DAD main/dhariwal/test_dhariwal.py"
+
+_register("unidad", Protocol(
+    fid_backbone="pytorch-fid", fid_n_gen=5000, fid_n_real=5000, lpips_backbone="vgg",
+    lpips_n_samples=5000, lpips_max_per_cluster=50, lpips_members="first",
+    lpips_small_clusters="zero", cheap_n_samples=200, cmmd_backbone=CMMD_CLIP, prdc_k=5,
+    description="the evaluator of CRDI and Uni-DAD: pytorch-fid's Inception, 5,000 generated vs "
+                "at most 5,000 real; intra-LPIPS over all 5,000 samples, the first 50 members "
+                "of each cluster, a cluster under 2 members counted as 0; precision, recall, "
+                "density and coverage all from prdc at k = 5; plus CMMD (CLIP ViT-L/14-336, "
+                "biased and unbiased)",
+    used_by="CRDI (ECCV 2024), Uni-DAD (CVPR 2026); Uni-DAD keeps the checkpoint of best "
+            "FID over training (test_dhariwal.py:23; `best_fid` in the summary)",
+    sources={
+        "fid_backbone": f"[C] {_CRDI} src/fs_gradients/fid_score.py:18,224 and {_UNIDAD_EVAL}"
+                        ":87,293 load pytorch-fid's FID weights into pytorch-fid's InceptionV3 "
+                        "(bilinear to 299, then 2x - 1: fid_score.py:154-160, "
+                        "evaluation_util.py:223-229)",
+        "fid_n_gen": f"[C] {_UNIDAD_TEST}:597 --total_eval_samples 5000 (experiments/"
+                     f"defaults.sh:75, README.md:316); {_CRDI} main.sh:10 --num_evaluate 5000",
+        "fid_n_real": f"[C] {_UNIDAD_EVAL}:583-584 compute_statistics_of_path(max_images=5000) "
+                      "reads the first 5,000 images of the target folder in sorted file order "
+                      "(:440-448), as adaptscope takes the first metrics.fid_n_real; [U] CRDI's "
+                      "real statistics come from a precomputed npz not in its repository",
+        "lpips_backbone": f"[C] {_CRDI} src/fs_gradients/evaluation.py:24 and {_UNIDAD_EVAL}"
+                          ":742 lpips.LPIPS(net='vgg') v0.1; the shots resized to 256 "
+                          "(evaluation.py:26-31, evaluation_util.py:744-749)",
+        "lpips_n_samples": "[C] 5,000 generated images clustered: every generated sample, "
+                           f"{_CRDI} scripts/fs_gradient_evaluate.py:208-217 with "
+                           f"evaluation.py:41-42, {_UNIDAD_TEST}:754,768 with "
+                           "evaluation_util.py:759-760",
+        "lpips_max_per_cluster": f"[C] {_CRDI} evaluation.py:58 keeps the first 50 members "
+                                 "(main.sh:10 and logs/evaluate.log run --lpips_cluster_size "
+                                 "50); [C] Uni-DAD's shipped default is 100 (experiments/"
+                                 "defaults.sh:76, test_dhariwal.py:609), and its README's test "
+                                 "command keeps it; [U] which one Uni-DAD's paper used",
+        "lpips_members": f"[C] the first members in sample order: {_CRDI} evaluation.py:58, "
+                         f"{_UNIDAD_EVAL}:776 (cluster[c][:cluster_size], no shuffle)",
+        "lpips_small_clusters": f"[C] an empty or singleton cluster counts as 0: {_CRDI} "
+                                f"evaluation.py:76-80, {_UNIDAD_EVAL}:794-798 (no pair: 0)",
+        "prdc_k": f"[C] {_UNIDAD_TEST}:770 calc_precision_recall(nearest_k=5) -> prdc's "
+                  f"compute_prdc ({_UNIDAD_EVAL}:808-852, 909-949: radius = k-th nearest "
+                  "other point, strict <), real features from the FID npz (:721-729); Uni-DAD "
+                  "reports precision and recall only, and only in its --eval_best_once path "
+                  "(the streaming path sets precision 0, test_dhariwal.py:912-915); CRDI "
+                  "computes none",
+        "cheap_n_samples": "adaptscope's own, as in the other protocols: neither reference "
+                           "measures between full evaluations",
+        "cmmd_backbone": "[C] google-research cmmd (embedding.py: CLIP ViT-L/14 at 336 px, "
+                         "unit-normalised; distance.py:25,28: sigma 10, x 1000); [U] neither "
+                         "CRDI nor Uni-DAD computes CMMD: adaptscope adds it to this protocol",
+        "departures": "[C] the reference codes give LPIPS the generated images in [0, 1] "
+                      "(CRDI fs_gradient_evaluate.py:150-151, Uni-DAD test_dhariwal.py:754) "
+                      "but the shots in [-1, 1] (evaluation.py:46-47, evaluation_util.py:"
+                      "764-765), while lpips expects [-1, 1]: adaptscope gives both in "
+                      "[-1, 1]. Uni-DAD quantises by truncation (test_dhariwal.py:357), "
+                      "CRDI not at all; adaptscope rounds to 8 bits",
+    },
 ))
 
 

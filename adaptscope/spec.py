@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from adaptscope.config import from_dict, to_dict
-from adaptscope.embedded import TOY_SOURCE, TOYFACES_PREFIX, asset
+from adaptscope.embedded import TOY_DIFFUSION_SOURCE, TOY_SOURCE, TOYFACES_PREFIX, asset
 from adaptscope.errors import ConfigError
 from adaptscope.protocols import (
     CUSTOM,
@@ -30,6 +30,8 @@ EMBEDDED_SOURCE = TOY_SOURCE
 AUTO = "auto"  # a metrics setting that follows the target (see `resolve_metrics`)
 REALISM_CHOICES = (AUTO, "none", "toy", "classifier")
 AUGMENTS = ("none", "ada")  # train.augment
+SAMPLER_PRECISIONS = ("float32", "bfloat16")  # metrics.sampler_precision
+DEFAULT_SAMPLER_STEPS = 10  # metrics.sampler_steps left out
 # Bounds refused at load: beyond them a run cannot finish, and its folder and trajectory would
 # be made before it failed (10**15 iterations ran out of memory listing its evaluation points).
 MAX_ITERATIONS = 10**9
@@ -58,7 +60,8 @@ def _check_cadence(key: str, every: int, iterations: int, kind: str) -> None:
 class SourceSpec:
     """The pretrained model adaptation starts from."""
 
-    checkpoint: str = EMBEDDED_SOURCE  # a .pt path, or "toy" for the shipped embedded model
+    # a .pt path or a diffusers folder; "toy" / "toy-diffusion" for the shipped embedded models
+    checkpoint: str = EMBEDDED_SOURCE
     name: str = "toyfaces-source"
     weights: str = "g"  # start G_t (and the frozen G_s) from "g" [CDC] or "g_ema" [RSSA]
 
@@ -245,6 +248,12 @@ class MetricsSpec:
     # Samples of a cheap evaluation (schedule.cheap_every): the first of the full evaluation's
     # fixed latents, at most as many as it draws
     cheap_n_samples: int = 200  # [protocol]
+    # CMMD (`adaptscope.metrics.cmmd`) with this CLIP extractor, a `build_extractor` name
+    # ("clip-vit-l14-336"); None (left out of config.toml): no CMMD
+    cmmd_backbone: str | None = None  # [protocol]
+    # k of the k-NN balls: None (left out): precision/recall at k = 3 (`precision_recall`, <=)
+    # and density/coverage at k = 5 (`prdc`); k: all four from `prdc(k=prdc_k)` (strict <)
+    prdc_k: int | None = None  # [protocol]
     # p_t scorer: "none", "toy" (ToyFaces targets) or "classifier"; "auto": "toy" for a
     # ToyFaces target, "none" for an image folder
     realism: str = AUTO
@@ -253,6 +262,13 @@ class MetricsSpec:
     # "auto": true for a ToyFaces target, false for an image folder
     ground_truth: bool | str = AUTO
     n_grid: int = 8  # fixed latents shown in the sample grids
+    # A diffusion model's samples: deterministic DDIM (eta 0) from fixed initial noise with
+    # `sampler_steps` steps (None: 10), the denoiser's forward passes in `sampler_precision`
+    # ("float32"; "bfloat16": autocast, the sampler's own arithmetic in float32, about 2x faster
+    # on a CPU; None: float32). Recorded in each diffusion trajectory's protocol metadata; a GAN
+    # ignores them (left out, they stay out of its config.toml).
+    sampler_steps: int | None = None
+    sampler_precision: str | None = None
     batch_size: int = 50
     weights_dir: str = ""  # where backbone weights are looked for first
 
@@ -277,6 +293,17 @@ class MetricsSpec:
         _check(self.lpips_small_clusters in LPIPS_SMALL_CLUSTER_RULES,
                "metrics.lpips_small_clusters", self.lpips_small_clusters,
                "one of " + ", ".join(f'"{c}"' for c in LPIPS_SMALL_CLUSTER_RULES))
+        _check(self.sampler_steps is None or self.sampler_steps >= 1, "metrics.sampler_steps",
+               self.sampler_steps, "metrics.sampler_steps >= 1")
+        _check(self.sampler_precision in (None, *SAMPLER_PRECISIONS),
+               "metrics.sampler_precision", self.sampler_precision,
+               " or ".join(f'"{p}"' for p in SAMPLER_PRECISIONS))
+        _check(self.cmmd_backbone is None or bool(self.cmmd_backbone), "metrics.cmmd_backbone",
+               self.cmmd_backbone, 'a CLIP extractor name such as "clip-vit-l14-336" (leave '
+               "it out for no CMMD)")
+        _check(self.prdc_k is None or self.prdc_k >= 1, "metrics.prdc_k", self.prdc_k,
+               "metrics.prdc_k >= 1 (leave it out for k = 3 precision/recall and k = 5 "
+               "density/coverage)")
         if self.protocol not in ("", CUSTOM, AUTO):
             PROTOCOLS.get(self.protocol)  # an unknown name fails listing the registered ones
 
@@ -497,7 +524,26 @@ def spec_from_dict(data: dict[str, Any], where: str = "run config") -> RunSpec:
 
 
 def source_checkpoint_path(source: SourceSpec) -> Path:
-    """The file the source model is read from ("toy" names the shipped embedded model)."""
+    """The file (or diffusers folder) the source model is read from ("toy" names the shipped
+    toy StyleGAN2, "toy-diffusion" the shipped toy diffusion model)."""
     if source.checkpoint == EMBEDDED_SOURCE:
         return asset("toy_source.pt")
+    if source.checkpoint == TOY_DIFFUSION_SOURCE:
+        return asset("toy_diffusion.pt")
     return Path(source.checkpoint)
+
+
+def embedded_source_family(source: SourceSpec) -> str | None:
+    """The generator family of a shipped source ("gan", "diffusion"); None for a user's file,
+    whose family is known once it is read."""
+    return {EMBEDDED_SOURCE: "gan", TOY_DIFFUSION_SOURCE: "diffusion"}.get(source.checkpoint)
+
+
+def family_mismatch(method: str, family: str, checkpoint: str, found: str) -> ConfigError:
+    """The one-line refusal of a method adapting a source of the other generator family."""
+    kinds = {"gan": "a GAN (StyleGAN2)", "diffusion": "a diffusion model"}
+    fix = ("toy-diffusion" if family == "diffusion" else "toy")
+    return ConfigError(
+        f"method {method!r} adapts {kinds[family]}, but source.checkpoint = {checkpoint!r} is "
+        f"{kinds[found]}: set source.checkpoint to a {family} source (the shipped one is "
+        f"{fix!r}) or choose a {found} method (`adaptscope methods` lists them by family)")

@@ -91,6 +91,8 @@ LOOP_SETTINGS = "tests/test_method_loop_settings.py::"
 STAGES = "tests/test_stage_axes.py::"
 SWEEP = "tests/test_sweep.py::"
 SELECTION = "tests/test_validation_split.py::"
+SEAM = "tests/test_family_seam.py::"
+DIFFUSION = "tests/test_diffusion_methods.py::"
 
 
 @dataclass(frozen=True)
@@ -190,8 +192,8 @@ MUTANTS = [
     mutant("freezed-trains-every-block", "adaptscope/methods/freezed.py",
            "for block in list(d.convs)[len(d.convs) - k:]:", "for block in list(d.convs):",
            MATHS + "test_freezed_discriminator_step_moves_only_its_trailing_blocks"),
-    mutant("resume-reruns-setup", "adaptscope/train/loop.py",
-           'method.load_state_dict(extra["method"])', "method.setup()",
+    mutant("resume-reruns-setup", "adaptscope/train/gan_training.py",
+           'self.method.load_state_dict(extra["method"])', "self.method.setup()",
            "tests/test_loop.py::test_crash_then_rerun_resumes_to_the_uninterrupted_trajectory"
            "[rick-0]"),
     # --- AdAM ---------------------------------------------------------------------------------
@@ -307,7 +309,8 @@ MUTANTS = [
            'fid_backbone="torchvision-inception", fid_n_gen=5000, fid_n_real=0,',
            PROTOCOLS + "test_a_named_protocol_fills_in_its_settings"),
     mutant("protocol-cheap-samples-not-a-setting", "adaptscope/protocols.py",
-           '"lpips_small_clusters", "cheap_n_samples")', '"lpips_small_clusters")',
+           '"lpips_small_clusters", "cheap_n_samples", "cmmd_backbone",',
+           '"lpips_small_clusters", "cmmd_backbone",',
            PROTOCOLS + "test_a_named_protocol_fills_in_its_settings"),
     mutant("protocol-matched-by-any-setting", "adaptscope/protocols.py",
            "if all(settings.get(k) == v for k, v in protocol.settings().items()):",
@@ -466,8 +469,8 @@ MUTANTS = [
            "for module in [*list(d.convs)[1:], d.final_conv, d.final_linear]:",
            "for module in [*list(d.convs), d.final_conv, d.final_linear]:",
            RICK + "test_after_the_warm_up_g_trains_its_convs_and_d_all_but_its_first_block"),
-    mutant("minegan-evaluates-the-live-g", "adaptscope/train/loop.py",
-           "sampled = AdaptedGenerator(method, g_ema)", "sampled = g_ema",
+    mutant("minegan-evaluates-the-live-g", "adaptscope/train/gan_training.py",
+           "self.sampled = AdaptedGenerator(method, g_ema)", "self.sampled = g_ema",
            MINEGAN + "test_a_rows_samples_are_g_ema_through_the_live_miners"),
     mutant("bsa-codes-unscaled", "adaptscope/methods/bsa.py",
            "        return self.w_mean + self.w_std * c\n", "        return self.w_mean + c\n",
@@ -564,6 +567,41 @@ MUTANTS = [
            'chosen = scored.loc[scored["fid_selection"].astype(float).idxmin()]',
            'chosen = scored.loc[scored["fid"].astype(float).idxmin()]',
            SELECTION + "test_the_best_fid_is_chosen_by_the_validation_split_where_recorded"),
+    # --- the diffusion family ------------------------------------------------------------------
+    mutant("diffusion-rows-recorded-as-gan", "adaptscope/track/tracker.py",
+           '"family": self.family,', '"family": "gan",',
+           SEAM + "test_a_diffusion_run_records_diffusion_rows"),
+    mutant("ddim-without-clipped-noise", "adaptscope/models/diffusion.py",
+           "use_clipped_model_output=True", "use_clipped_model_output=False",
+           SEAM + "test_sampling_is_deterministic_ddim"),
+    mutant("forward-process-without-sqrt", "adaptscope/models/diffusion.py",
+           "return abar.sqrt() * x0 + (1 - abar).sqrt() * noise",
+           "return abar * x0 + (1 - abar) * noise",
+           DIFFUSION + "test_ddpm_ft_loss_is_the_ddpm_objective"),
+    mutant("diffusion-resume-without-optimiser", "adaptscope/train/diffusion_training.py",
+           '            self.step.opt.load_state_dict(obj["optimizer"])\n', "",
+           SEAM + "test_a_diffusion_run_resumes_bit_for_bit"),
+    mutant("family-mismatch-not-refused", "adaptscope/train/experiment.py",
+           "if shipped is not None and shipped != cls.family:", "if False:",
+           SEAM + "test_a_method_of_one_family_refuses_a_shipped_source_of_the_other"),
+    mutant("lora-update-unscaled", "adaptscope/methods/lora.py",
+           "return weight.detach() + self.scale * delta", "return weight.detach() + delta",
+           DIFFUSION + "test_lora_merged_forward_equals_w_x_plus_scaled_b_a_x"),
+    mutant("domainstudio-kl-reversed", "adaptscope/methods/domainstudio.py",
+           "return (torch.xlogy(p, p) - p * log_q).mean()",
+           "return (torch.xlogy(log_q.exp(), log_q.exp()) - log_q.exp() * p.log()).mean()",
+           DIFFUSION + "test_pairwise_similarity_kl_equals_the_loops"),
+    mutant("dreambooth-prior-unweighted", "adaptscope/methods/dreambooth.py",
+           '"prior": self.params.prior_loss_weight * err[b:].mean()}', '"prior": err[b:].mean()}',
+           DIFFUSION + "test_dreambooth_loss_is_instance_mse_plus_lambda_class_mse"),
+    mutant("gu-rule-is-the-spacing-rule", "adaptscope/track/evaluate.py",
+           '"gu_memorised_lpips": gu_memorised_fraction(result.sample_to_shot),',
+           '"gu_memorised_lpips": memorised_fraction(result.sample_to_shot, '
+           'result.shot_distances),',
+           EVALUATOR + "test_gu_memorisation_in_lpips_and_features"),
+    mutant("cmmd-unbiased-reported-as-biased", "adaptscope/track/evaluate.py",
+           'return {"cmmd": value.biased,', 'return {"cmmd": value.unbiased,',
+           EVALUATOR + "test_cmmd_of_the_protocol_is_measured_against_the_fid_real_set"),
 ]
 
 

@@ -23,6 +23,14 @@ class ImagesAsGenerator(nn.Module):
     def make_noise(self, batch: int, generator: torch.Generator | None = None) -> list:
         return []
 
+    def fixed_batches(self, seed: int, total: int, batch_size: int):
+        from adaptscope.models.sampling import fixed_latent_batches
+
+        return fixed_latent_batches(self, seed, total, batch_size)
+
+    def generate(self, inputs) -> torch.Tensor:
+        return self([inputs.z], noise=inputs.noise)[0]
+
     def forward(self, styles, noise=None):
         n = styles[0].shape[0]
         idx = torch.arange(self.drawn, self.drawn + n) % len(self.pool)

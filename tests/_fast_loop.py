@@ -15,7 +15,7 @@ from adaptscope.embedded import toyfaces
 from adaptscope.embedded.toynet import load_toynet
 from adaptscope.models import FixedLatents
 from adaptscope.track.target import TargetData
-from adaptscope.train import loop
+from adaptscope.train import diffusion_training, gan_training, loop
 
 
 def shots_only(data: str, size: int, shots: int, seed: int, *_: Any) -> TargetData:
@@ -61,7 +61,8 @@ def install(monkeypatch: pytest.MonkeyPatch) -> list[RecordingTracker]:
         return made[-1]
 
     monkeypatch.setattr(loop, "Tracker", tracker)
-    monkeypatch.setattr(loop, "load_target", shots_only)
+    for training in (gan_training, diffusion_training):  # each family's target loading
+        monkeypatch.setattr(training, "load_target", shots_only)
     return made
 
 

@@ -182,8 +182,9 @@ def test_on_the_same_samples_cheap_and_full_measure_the_same(source_checkpoint):
     assert torch.equal(torch.get_rng_state(), before)
     assert cheap["realism_pt"] == full["realism_pt"]
     assert cheap["nearest_shot_lpips"] == full["nearest_shot_lpips"]
+    assert cheap["gu_memorised_lpips"] == full["gu_memorised_lpips"]
     assert set(cheap) == {"protocol", "realism_pt", "nearest_shot_lpips", "memorised_lpips",
-                          "lpips_backbone"}
+                          "gu_memorised_lpips", "lpips_backbone"}
 
 
 # --- training and resume -----------------------------------------------------------------------

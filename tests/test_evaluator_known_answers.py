@@ -201,3 +201,68 @@ def test_lpips_memorisation_counts_samples_inside_half_the_shots_nearest_gap(tar
     # a real set of N images for FID and the other feature metrics, which this does not read
     memorised = evaluate(target, samples, fid_n_real=N)["memorised_lpips"]
     assert memorised == pytest.approx(expected, abs=1e-12)
+
+
+def _blends_and_others(target):
+    """Shots blended with other faces (from copies to mostly the other face), and 30 faces."""
+    g = torch.Generator().manual_seed(4)
+    others = target.full[torch.randperm(len(target.full), generator=g)[:30]]
+    alpha = torch.linspace(0.0, 0.9, 30)[:, None, None, None]
+    blends = (1 - alpha) * target.shots[torch.arange(30) % 10] + alpha * others
+    return quantised(torch.cat([blends, others]))
+
+
+def _gu_fraction(to_shot: torch.Tensor) -> float:
+    """Gu et al.'s rule written out: nearest over second-nearest distance under 1/3."""
+    two = to_shot.double().sort(dim=1).values[:, :2]
+    ratio = two[:, 0] / two[:, 1]
+    assert ((ratio - 1 / 3).abs() > 1e-3).all()  # none on the line
+    return float((ratio < 1 / 3).double().mean())
+
+
+def test_gu_memorisation_in_lpips_and_features(target):
+    """Both columns against the rule computed here from the toy net's LPIPS and from its
+    features' Euclidean distances; copies of the shots are all copies."""
+    from adaptscope.embedded.backbones import ToyExtractor
+    from adaptscope.metrics.fid import extract_features
+
+    samples = _blends_and_others(target)
+    net = load_toynet()
+    with torch.no_grad():
+        to_shot = torch.stack([net.lpips_distance(samples, s.expand_as(samples))
+                               for s in target.shots], dim=1)
+    ext = ToyExtractor(net)
+    f = torch.from_numpy(extract_features(to_uint8(samples), ext)).double()
+    s = torch.from_numpy(extract_features(to_uint8(target.shots), ext)).double()
+    expected_lpips, expected_features = _gu_fraction(to_shot), _gu_fraction(torch.cdist(f, s))
+    assert 0 < expected_lpips < 1 and 0 < expected_features < 1
+    metrics = evaluate(target, samples, fid_n_real=N)
+    assert metrics["gu_memorised_lpips"] == pytest.approx(expected_lpips, abs=1e-12)
+    assert metrics["gu_memorised_features"] == pytest.approx(expected_features, abs=1e-12)
+    copies = evaluate(target, target.shots)
+    assert copies["gu_memorised_lpips"] == 1.0 and copies["gu_memorised_features"] == 1.0
+
+
+def test_cmmd_of_the_protocol_is_measured_against_the_fid_real_set(target, tmp_path,
+                                                                   monkeypatch):
+    """With metrics.cmmd_backbone set, every full evaluation records CMMD between the CLIP
+    embeddings of the FID real set and of the samples, both estimators from their sums here."""
+    from test_cmmd import FOLDER, by_loops, save_tiny_clip
+
+    from adaptscope.metrics.extractors import CLIPExtractor
+    from adaptscope.metrics.fid import extract_features
+
+    monkeypatch.setenv("ADAPTSCOPE_OFFLINE", "1")
+    monkeypatch.setenv("ADAPTSCOPE_CACHE", str(tmp_path / "cache"))
+    save_tiny_clip(tmp_path / FOLDER)
+    samples = _blends_and_others(target)
+    metrics = evaluate(target, samples, fid_n_real=N, cmmd_backbone="clip-vit-l14-336",
+                       weights_dir=str(tmp_path))
+    clip = CLIPExtractor(tmp_path)
+    real = extract_features(to_uint8(target.full[:N]), clip).astype(np.float64)
+    fake = extract_features(to_uint8(samples), clip).astype(np.float64)
+    loops = by_loops(real.tolist(), fake.tolist(), 10.0, 1000.0)
+    assert metrics["cmmd"] == pytest.approx(loops["biased"], rel=1e-6)
+    assert metrics["cmmd_unbiased"] == pytest.approx(loops["unbiased"], rel=1e-6, abs=1e-9)
+    assert metrics["cmmd_backbone"] == clip.name
+    assert "cmmd" not in evaluate(target, samples, fid_n_real=N)  # off unless asked for

@@ -39,7 +39,7 @@ from adaptscope.track.target import load_target
 from adaptscope.train.experiment import load_experiment
 from adaptscope.train.loop import run_adaptation
 
-NAMES = ("embedded", "clean", "dcl-paper", "adam", "weditgan", "fd-dinov2")
+NAMES = ("embedded", "clean", "dcl-paper", "adam", "weditgan", "fd-dinov2", "unidad")
 EMBEDDED = {"fid_backbone": "toy", "fid_n_gen": 1000, "fid_n_real": 0, "lpips_backbone": "toy",
             "lpips_n_samples": 1000, "lpips_max_per_cluster": 50, "lpips_members": "random",
             "lpips_small_clusters": "drop", "cheap_n_samples": 50}

@@ -18,8 +18,8 @@ from adaptscope.models import Discriminator, Generator
 from adaptscope.models.layers import ConvLayer
 from adaptscope.registry import Registry
 
-BUILTIN = ["adam", "bsa", "cdc", "dcl", "ewc", "freezed", "minegan", "rick", "tgan",
-           "tgan_ada"]
+BUILTIN = ["adam", "bsa", "cdc", "dcl", "ddpm_ft", "domainstudio", "dreambooth", "ewc",
+           "freezed", "lora", "minegan", "rick", "tgan", "tgan_ada"]
 
 
 def first() -> str:

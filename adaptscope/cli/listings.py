@@ -13,7 +13,7 @@ from adaptscope.errors import ConfigError
 
 @app.command("methods")
 def list_methods(plugin: list[str] = PLUGIN_OPTION) -> None:
-    """List the registered adaptation methods and their hyperparameters."""
+    """List the registered adaptation methods by generator family, with their hyperparameters."""
     from adaptscope.methods import METHODS
     from adaptscope.methods.base import param_docs
     from adaptscope.methods.plugins import import_plugins
@@ -21,8 +21,13 @@ def list_methods(plugin: list[str] = PLUGIN_OPTION) -> None:
     import_plugins(plugin)
 
     width = max(len(name) for name in METHODS) + 1
-    for name in sorted(METHODS):
+    families = {"gan": "GAN methods (a StyleGAN2 source)",
+                "diffusion": "Diffusion methods (a diffusion-model source)"}
+    names = sorted(METHODS, key=lambda n: (METHODS[n].family != "gan", METHODS[n].family, n))
+    for i, name in enumerate(names):
         cls = METHODS[name]
+        if i == 0 or METHODS[names[i - 1]].family != cls.family:
+            typer.echo(("" if i == 0 else "\n") + families.get(cls.family, cls.family))
         typer.echo(f"{name:<{width}}{cls.summary}")
         for key, value in cls.loop_settings.items():  # what its code fixes in the shared loop
             typer.echo(f"{'':<{width}}{name}.train.{key} = {value!r}  (the method's own; "
@@ -75,6 +80,11 @@ def list_protocols() -> None:
         real = "the full target set" if p.fid_n_real == 0 else f"at most {p.fid_n_real:,} real"
         typer.echo(f"{name}\n  {p.description}")
         typer.echo(f"  FID, KID, PRDC: {p.fid_backbone}, {p.fid_n_gen:,} generated vs {real}")
+        prdc = ("precision/recall k = 3, density/coverage k = 5" if p.prdc_k is None
+                else f"all four from prdc at k = {p.prdc_k}")
+        typer.echo(f"  PRDC: {prdc}")
+        if p.cmmd_backbone is not None:
+            typer.echo(f"  CMMD: {p.cmmd_backbone} (biased and unbiased), same sets as FID")
         typer.echo(f"  intra-LPIPS: {p.lpips_backbone} on {p.lpips_n_samples:,} samples, {rule}")
         typer.echo(f"  cheap evaluations: {p.cheap_n_samples} samples")
         typer.echo(f"  used by: {p.used_by}")

@@ -91,6 +91,33 @@ def pretrain_source_cmd(
         typer.echo(f"wrote {export}")
 
 
+@pretrain_app.command("diffusion")
+def pretrain_diffusion_cmd(
+    config: Path = typer.Option(Path("experiments/pretrain-diffusion.toml"),
+                                help="Recipe (TOML)."),
+    out: Path = typer.Option(Path("work/pretrain-diffusion"),
+                             help="Training directory (resumes)."),
+    steps: int | None = typer.Option(None, help="Override the number of steps."),
+    export: Path | None = typer.Option(None, help="Write the finished model here (its EMA)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a recipe value: key=value."),
+) -> None:
+    """Train the embedded world's diffusion model on ToyFaces (resumable; hours on a CPU)."""
+    from adaptscope.config import apply_overrides, from_dict, read_toml, set_values, to_dict
+    from adaptscope.train.pretrain_diffusion import (
+        DiffusionPretrainConfig,
+        export_diffusion,
+        pretrain_diffusion,
+    )
+
+    data = apply_overrides(read_toml(config) if config.exists() else {}, set_)
+    cfg = from_dict(DiffusionPretrainConfig, set_values(data, options_given(steps=steps)),
+                    str(config))
+    ckpt = pretrain_diffusion(cfg, out, log=typer.echo)
+    if export is not None:
+        export_diffusion(ckpt, export, meta={"recipe": to_dict(cfg)})
+        typer.echo(f"wrote {export}")
+
+
 # --- realism commands ------------------------------------------------------------------------
 
 

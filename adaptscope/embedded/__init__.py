@@ -12,9 +12,11 @@ from pathlib import Path
 
 TOYFACES_PREFIX = "toyfaces:"  # a target named "toyfaces:<domain>" is rendered, not read
 TOY_SOURCE = "toy"  # source.checkpoint naming the shipped toy source StyleGAN2
+# source.checkpoint naming the shipped toy diffusion model (the diffusion family's source)
+TOY_DIFFUSION_SOURCE = "toy-diffusion"
 
 
 def asset(name: str) -> Path:
-    """Path of a file shipped with the embedded world (`toy_source.pt`, `toynet.pt`,
-    `embedded-default.toml`) inside the installed package."""
+    """Path of a file shipped with the embedded world (`toy_source.pt`, `toy_diffusion.pt`,
+    `toynet.pt`, `embedded-default.toml`) inside the installed package."""
     return Path(str(resources.files("adaptscope.embedded") / "assets" / name))

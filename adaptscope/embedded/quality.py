@@ -1,4 +1,5 @@
-"""Evidence that a source generator fits the ToyFaces source domain.
+"""Evidence that a source generator (a StyleGAN2 or a diffusion model) fits the ToyFaces source
+domain.
 
 Every adaptation result starts from the source generator, so its quality has to be shown, not
 assumed. Each measure here is paired with its noise floor: the same measure between two disjoint
@@ -24,34 +25,55 @@ from adaptscope.embedded.toynet import ToyNet, load_toynet
 from adaptscope.images import from_uint8, save_grid, to_uint8
 from adaptscope.metrics.fid import extract_features, feature_statistics, fid_from_features
 from adaptscope.models import FixedLatents, Generator
+from adaptscope.models.diffusion import DiffusionModel, FixedNoise
 
 DOMAIN = "source"
 
 
-def _latents(generator: Generator, seed: int, index: int) -> list[torch.Tensor]:
-    """Latent and noise maps of sample `index`, from its own stream: a sample never depends on
-    how many others are drawn or how they are batched."""
+# A diffusion source's sampler here: the embedded protocol's (DDIM steps, denoiser precision).
+SAMPLER_STEPS = 10
+SAMPLER_PRECISION = "bfloat16"
+
+
+def _stream_seed(seed: int, index: int) -> int:
+    """The seed of sample `index`'s own stream: a sample never depends on how many others are
+    drawn or how they are batched."""
     state = np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0]
-    z, noise = FixedLatents(generator, int(state >> np.uint64(1))).draw(1)
+    return int(state >> np.uint64(1))
+
+
+def _latents(generator: Generator, seed: int, index: int) -> list[torch.Tensor]:
+    """Latent and noise maps of GAN sample `index`, from its own stream."""
+    z, noise = FixedLatents(generator, _stream_seed(seed, index)).draw(1)
     return [z, *(n.cpu() for n in noise)]
 
 
+def _generate(generator: Generator | DiffusionModel, seed: int, indices: range) -> torch.Tensor:
+    """Images of samples `indices`: a GAN's forward from their latents and noise, or a
+    diffusion model's deterministic DDIM from their initial noise."""
+    device = generator.device
+    if isinstance(generator, DiffusionModel):
+        x = torch.cat([FixedNoise(generator.size, _stream_seed(seed, i)).draw(1)
+                       for i in indices])
+        return generator.sampler(SAMPLER_STEPS, SAMPLER_PRECISION)(x.to(device))
+    draws = [_latents(generator, seed, i) for i in indices]
+    z, *noise = (torch.cat(parts).to(device) for parts in zip(*draws, strict=True))
+    return generator([z], noise=noise)[0]
+
+
 @torch.no_grad()
-def sample_images(generator: Generator, n: int, seed: int, batch_size: int = 64) -> np.ndarray:
-    """`n` samples (N, H, W, 3) uint8 at truncation 1, 8-bit as saved PNGs would be measured.
-    Sample i's latent and noise maps depend on (`seed`, i) alone, so reports are reproducible
-    and the first k of n samples equal ``sample_images(generator, k, seed)``."""
+def sample_images(generator: Generator | DiffusionModel, n: int, seed: int,
+                  batch_size: int = 64) -> np.ndarray:
+    """`n` samples (N, H, W, 3) uint8 (a GAN at truncation 1; a diffusion model by DDIM of
+    `SAMPLER_STEPS`), 8-bit as saved PNGs would be measured. Sample i depends on (`seed`, i)
+    alone, so reports are reproducible and the first k of n samples equal
+    ``sample_images(generator, k, seed)``."""
     if n < 1:
         raise ValueError(f"n must be positive, got {n}")
-    device = generator.device
     was_training = generator.training
     generator.eval()
-    out = []
-    for start in range(0, n, batch_size):
-        draws = [_latents(generator, seed, i) for i in range(start, min(start + batch_size, n))]
-        z, *noise = (torch.cat(parts).to(device) for parts in zip(*draws, strict=True))
-        img, _ = generator([z], noise=noise)
-        out.append(to_uint8(img))
+    out = [to_uint8(_generate(generator, seed, range(start, min(start + batch_size, n))))
+           for start in range(0, n, batch_size)]
     generator.train(was_training)
     return np.concatenate(out)
 

@@ -21,6 +21,7 @@ from torch import nn
 
 from adaptscope.errors import ConfigError
 from adaptscope.models import Discriminator, Generator
+from adaptscope.models.sampling import LatentBatch, fixed_latent_batches
 from adaptscope.registry import Registry
 
 
@@ -60,43 +61,32 @@ class Step:
     real: torch.Tensor  # real batch of target images
 
 
-class Method:
-    """Plain fine-tuning behaviour; subclasses override what their method changes.
-
-    `Params` is the method's hyperparameter dataclass: every field has a default and, in its
-    docstring or comment, its provenance ([C] confirmed in the authors' code, [S] second-hand,
-    [U] unconfirmed). Value checks that need no networks belong in its `__post_init__` (raise
-    ConfigError), so a bad value fails when the experiment is loaded, before any run starts.
-
-    The loop calls, in order: the constructor, `build()` (fresh and resumed runs), then either
-    `setup()` (fresh run) or `load_state_dict()` (resumed run). After `build()` the loop sets
-    `ema_g_modules`: a moving-average copy of each of `extra_g_modules()`, kept with g_ema's
-    decay and read by evaluation.
+class MethodBase:
+    """What every adaptation method declares, whatever its generator family: its name, family,
+    hyperparameters, fixed loop settings, stages and learning-rate schedule, and the two set-up
+    hooks. `Method` (GANs, below) and `DiffusionMethod` (`adaptscope.methods.diffusion_base`)
+    add their family's training hooks; the loop picks the family's training step by `family`.
     """
 
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
-    # Generator loss terms whose gradient norms on G the trajectory records (EWC: its penalty
-    # beside the adversarial term); each costs one extra backward pass per iteration.
-    grad_norm_terms: ClassVar[tuple[str, ...]] = ()
+    # "gan" or "diffusion": the generator family the method adapts; a source of the other
+    # family is refused before a run starts.
+    family: ClassVar[str] = "gan"
     # Loop settings this method runs with whatever the experiment says (TGAN+ADA: ADA on);
     # applied to every run of the method when an experiment is planned.
     loop_settings: ClassVar[dict[str, Any]] = {}
-    # False: no discriminator at all (BSA). The loop then skips D's step, R1 and path length, and
-    # the generator step minimises `g_extra_losses(step, None)` alone.
-    adversarial: ClassVar[bool] = True
     # True: the reference runs each stage as a separate training (AdAM's probing and adaptation
-    # scripts), so both optimisers start afresh (their state cleared) where the stage changes.
+    # scripts), so the optimisers start afresh (their state cleared) where the stage changes.
     stages_restart_optimizers: ClassVar[bool] = False
 
     @dataclass
     class Params:
         pass
 
-    def __init__(self, params: Any, ctx: MethodContext):
+    def __init__(self, params: Any, ctx: Any):
         self.params = params
         self.ctx = ctx
-        self.ema_g_modules: list[nn.Module] = []
 
     # --- set-up ----------------------------------------------------------------------------
     def build(self) -> None:
@@ -115,23 +105,6 @@ class Method:
         EWC's Fisher information, CDC's anchors). Runs after `build()`.
         """
 
-    def extra_d_modules(self) -> list[nn.Module]:
-        """Modules trained with the discriminator's optimiser, created in `build()`."""
-        return []
-
-    def extra_g_modules(self) -> list[nn.Module]:
-        """Modules trained with the generator's optimiser, created in `build()` (MineGAN's
-        miner, AdAM's kernel modulations, BSA's scales, shifts and codes). The loop keeps a
-        moving-average copy of each (`ema_g_modules`), which evaluation passes to `generate`."""
-        return []
-
-    def trainable_g_parameters(self) -> Iterator[nn.Parameter]:
-        return iter(self.ctx.g.parameters())
-
-    def trainable_d_parameters(self) -> Iterator[nn.Parameter]:
-        return iter(self.ctx.d.parameters())
-
-    # --- per iteration --------------------------------------------------------------------
     @classmethod
     def preliminary_iterations(cls, params: Any) -> int:
         """Iterations of a first stage whose training is thrown away (AdAM's importance probing
@@ -163,6 +136,59 @@ class Method:
         step schedule such as BSA's x0.2 every 3000 iterations); 1 by default."""
         return 1.0
 
+    def state_dict(self) -> dict[str, Any]:
+        """The method's own checkpointed state (none by default)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict()` saved."""
+
+
+class Method(MethodBase):
+    """Plain fine-tuning behaviour; subclasses override what their method changes.
+
+    `Params` is the method's hyperparameter dataclass: every field has a default and, in its
+    docstring or comment, its provenance ([C] confirmed in the authors' code, [S] second-hand,
+    [U] unconfirmed). Value checks that need no networks belong in its `__post_init__` (raise
+    ConfigError), so a bad value fails when the experiment is loaded, before any run starts.
+
+    The loop calls, in order: the constructor, `build()` (fresh and resumed runs), then either
+    `setup()` (fresh run) or `load_state_dict()` (resumed run). After `build()` the loop sets
+    `ema_g_modules`: a moving-average copy of each of `extra_g_modules()`, kept with g_ema's
+    decay and read by evaluation.
+    """
+
+    # Generator loss terms whose gradient norms on G the trajectory records (EWC: its penalty
+    # beside the adversarial term); each costs one extra backward pass per iteration.
+    grad_norm_terms: ClassVar[tuple[str, ...]] = ()
+    # False: no discriminator at all (BSA). The loop then skips D's step, R1 and path length, and
+    # the generator step minimises `g_extra_losses(step, None)` alone.
+    adversarial: ClassVar[bool] = True
+
+    ctx: MethodContext
+
+    def __init__(self, params: Any, ctx: MethodContext):
+        super().__init__(params, ctx)
+        self.ema_g_modules: list[nn.Module] = []
+
+    # --- set-up ----------------------------------------------------------------------------
+    def extra_d_modules(self) -> list[nn.Module]:
+        """Modules trained with the discriminator's optimiser, created in `build()`."""
+        return []
+
+    def extra_g_modules(self) -> list[nn.Module]:
+        """Modules trained with the generator's optimiser, created in `build()` (MineGAN's
+        miner, AdAM's kernel modulations, BSA's scales, shifts and codes). The loop keeps a
+        moving-average copy of each (`ema_g_modules`), which evaluation passes to `generate`."""
+        return []
+
+    def trainable_g_parameters(self) -> Iterator[nn.Parameter]:
+        return iter(self.ctx.g.parameters())
+
+    def trainable_d_parameters(self) -> Iterator[nn.Parameter]:
+        return iter(self.ctx.d.parameters())
+
+    # --- per iteration --------------------------------------------------------------------
     def trains_generator(self, iteration: int) -> bool:
         """False in a stage where G stays fixed (RICK's warm-up): the loop still computes G's
         adversarial loss for the log (drawing the same latents) but takes no G step and skips
@@ -244,22 +270,32 @@ class AdaptedGenerator(nn.Module):
     def device(self) -> torch.device:
         return self.g.device
 
+    family = "gan"
+
     def make_noise(self, batch: int = 1, generator: torch.Generator | None = None
                    ) -> list[torch.Tensor]:
         return self.g.make_noise(batch, generator=generator)
+
+    def fixed_batches(self, seed: int, total: int, batch_size: int) -> Iterator[LatentBatch]:
+        """The generator's fixed inputs (z and noise maps) for `seed`, in batches."""
+        return fixed_latent_batches(self, seed, total, batch_size)
+
+    def generate(self, inputs: LatentBatch) -> torch.Tensor:
+        """Images of one batch of fixed inputs, generated as the method generates."""
+        return self([inputs.z.to(self.device)], noise=inputs.noise)[0]
 
     def forward(self, styles: list[torch.Tensor], **kwargs: Any) -> tuple[torch.Tensor, Any]:
         return self.method.generate(self.g, list(self.extra), styles, **kwargs)
 
 
-METHODS: Registry[type[Method]] = Registry(
+METHODS: Registry[type[MethodBase]] = Registry(
     "method", hint=" (a method of your own is loaded with --plugin FILE.py or MODULE)")
 
 
-def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
+def register_method(name: str) -> Callable[[type[MethodBase]], type[MethodBase]]:
     """Class decorator for a plugin's method: registers it under `name` and sets `cls.name`."""
 
-    def wrap(cls: type[Method]) -> type[Method]:
+    def wrap(cls: type[MethodBase]) -> type[MethodBase]:
         METHODS.register(name, cls)
         cls.name = name
         return cls
@@ -267,7 +303,7 @@ def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
     return wrap
 
 
-def get_method(name: str) -> type[Method]:
+def get_method(name: str) -> type[MethodBase]:
     """The method registered as `name` (RegistryError listing the registered ones if none)."""
     return METHODS.get(name)
 
@@ -278,7 +314,7 @@ def check_setting(ok: bool, key: str, value: Any, allowed: str) -> None:
         raise ConfigError(f"{key} = {value!r} is not allowed: {allowed}")
 
 
-def param_docs(cls: type[Method]) -> list[tuple[str, Any, str]]:
+def param_docs(cls: type[MethodBase]) -> list[tuple[str, Any, str]]:
     """(name, default, provenance) of every hyperparameter, read from field metadata."""
     out = []
     for f in dataclasses.fields(cls.Params):

@@ -1,6 +1,7 @@
 """Metrics of adaptation: FID against the full target set, intra-cluster LPIPS, the realism
-score p_t, and the backbones and weight files they need. Metrics take tensors and networks,
-never runs; the embedded world's toy backbones live in `adaptscope.embedded`.
+score p_t, KID, PRDC, CMMD, memorisation (two rules), and the backbones and weight files they
+need. Metrics take tensors and networks, never runs; the embedded world's toy backbones live in
+`adaptscope.embedded`.
 
 Names are imported on first use, so `import adaptscope.metrics` does not pull in clean-fid,
 lpips or torchvision.
@@ -21,6 +22,7 @@ _EXPORTS: dict[str, str] = {
     "FeatureExtractor": "extractors",
     "InceptionExtractor": "extractors",
     "FunctionExtractor": "extractors",
+    "CLIPExtractor": "extractors",
     # FID
     "FIDStats": "fid_stats",
     "real_statistics": "fid",
@@ -47,6 +49,11 @@ _EXPORTS: dict[str, str] = {
     "feature_memorisation": "feature_metrics",
     "memorisation": "feature_metrics",
     "Memorisation": "feature_metrics",
+    "gu_copies": "feature_metrics",
+    "gu_memorised_fraction": "feature_metrics",
+    "gu_feature_memorisation": "feature_metrics",
+    "cmmd": "cmmd",
+    "CMMD": "cmmd",
 }
 
 __all__ = sorted(_EXPORTS)

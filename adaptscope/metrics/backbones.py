@@ -22,7 +22,12 @@ from torch import nn
 
 from adaptscope.errors import WeightsError
 from adaptscope.files import load_weights_only
-from adaptscope.metrics.weights import BACKBONES, resolve_weights
+from adaptscope.metrics.weights import (
+    BACKBONES,
+    FOLDER_BACKBONES,
+    resolve_weights,
+    resolve_weights_dir,
+)
 
 LPIPS_NETS = ("vgg", "alex")
 
@@ -280,4 +285,66 @@ def build_dinov2_vitb14(
         raise _wrong_file(path, "dinov2-vit-b14", str(err)) from err
     state = checkpoint_filter_fn(state, model)
     _load_strict(model, state, path, "dinov2-vit-b14", assign=True)
+    return model.float().to(device).eval()
+
+
+# CLIP's text tower and temperature, in a full CLIPModel folder such as the official one; the
+# image tower ignores them.
+_CLIP_TEXT_KEYS = ("text_model.", "text_projection.", "logit_scale")
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """transformers' loading report and progress bars off for the block (the strict check
+    below reports what matters, in one error)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def build_clip_vision(
+    weights_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu"
+) -> nn.Module:
+    """transformers' `CLIPVisionModelWithProjection` from the folder `resolve_weights_dir`
+    finds (OpenAI's `openai/clip-vit-large-patch14-336`), loaded with `local_files_only`, in
+    float32 and eval mode.
+
+    The official folder holds the whole CLIPModel; its image tower (`vision_model.*`) and
+    `visual_projection` are exactly this model's parameters, and the text tower is left out.
+    Loading is strict otherwise: a parameter of the image tower missing, of another shape, or
+    an entry that belongs to neither tower fails with one error naming the folder, since a
+    missing one would be silently random."""
+    from transformers import CLIPVisionModelWithProjection
+
+    folder = resolve_weights_dir("clip-vit-l14-336", weights_dir)
+    spec = FOLDER_BACKBONES["clip-vit-l14-336"]
+    try:
+        with _quiet_transformers():
+            model, info = CLIPVisionModelWithProjection.from_pretrained(
+                folder, local_files_only=True, output_loading_info=True, dtype=torch.float32)
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
+        problem = " ".join(str(err).split())
+        problem = problem if len(problem) <= 240 else problem[:240] + " ..."
+        raise WeightsError(f"{folder} is not a loadable {spec.description} folder: {problem}; "
+                           f"replace it with the files from {spec.url}") from err
+    missing = sorted(info.get("missing_keys") or [])
+    shapes = sorted(str(k[0] if isinstance(k, tuple) else k)
+                    for k in info.get("mismatched_keys") or [])
+    foreign = sorted(k for k in info.get("unexpected_keys") or []
+                     if not k.startswith(_CLIP_TEXT_KEYS))
+    problems = [f"{len(keys)} {what} (first: '{keys[0]}')" for keys, what in
+                [(missing, "entries missing"), (shapes, "entries of another shape"),
+                 (foreign, "unexpected entries")] if keys]
+    if problems:
+        raise WeightsError(f"{folder} is not the {spec.description}: {', '.join(problems)}; "
+                           f"replace it with the files from {spec.url}")
     return model.float().to(device).eval()

@@ -9,8 +9,10 @@ across backbones.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -156,3 +158,86 @@ class DINOv2Extractor(FeatureExtractor):
         with torch.no_grad():
             batch = torch.stack([dgm_eval_transform(img, self.side) for img in x])
             return self.model(batch.to(self.device)).float().cpu()
+
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def cmmd_transform(img: torch.Tensor, size: int = 336) -> torch.Tensor:
+    """CMMD's CLIP input (3, size, size) of one (3, H, W) image of 8-bit values.
+
+    As google-research/cmmd reads images (io_util.py @ 1963839: `_center_crop_and_resize`
+    :38-46 called by `_read_image` :49-57 with the model's side, :122): a centre crop to the
+    largest square, PIL's 8-bit bicubic (antialiased) resize to `size`, float32, then / 255
+    (:139) and CLIP's mean/std (embedding.py @ 8d8a4f1 :33, scenic clip/model.py:74-75,
+    328-329). Its own resize (embedding.py:29 `jax.image.resize` bicubic; torch bicubic in
+    the PyTorch port, sayakpaul/cmmd-pytorch embedding.py:26-30, 57) then maps 336 to 336,
+    the identity, so it is left out.
+    """
+    from PIL import Image
+    from torchvision.transforms import functional as TF
+
+    pixels = img.detach().cpu().round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    pil = Image.fromarray(pixels)
+    w, h = pil.size
+    side = min(w, h)
+    top, left = (h - side) // 2, (w - side) // 2
+    pil = pil.crop((left, top, left + side, top + side))
+    pil = pil.resize((size, size), resample=Image.BICUBIC)
+    return TF.normalize(TF.to_tensor(pil), list(CLIP_MEAN), list(CLIP_STD))
+
+
+class CLIPExtractor(FeatureExtractor):
+    """CMMD's embedding (Jayasumana et al. 2024): CLIP ViT-L/14 at 336 px, the projected image
+    embedding (768-D) divided by its norm, as google-research/cmmd's `ClipEmbeddingModel`
+    (embedding.py @ 8d8a4f1 :23 'vit_l14_336px', :58 the model applied with scenic CLIP's
+    default `normalize=True`, scenic clip/layers.py:449-455, 465-473; the PyTorch port loads
+    transformers' `CLIPVisionModelWithProjection` of openai/clip-vit-large-patch14-336 and
+    divides `image_embeds` by its norm, sayakpaul/cmmd-pytorch embedding.py:22, 39, 69-70).
+    The reference reads OpenAI's original file (scenic clip/model.py `CHECKPOINTS_TORCH`), of
+    which the Hugging Face folder is a conversion [S].
+
+    The extractor resizes itself (`cmmd_transform`, PIL bicubic to the model's side), so
+    `input_size = None`. `name` carries a digest of the model folder's files, so cached real
+    embeddings are never reused across other weights.
+    """
+
+    input_size = None
+
+    def __init__(self, weights_dir: str | os.PathLike | None = None,
+                 device: str | torch.device = "cpu"):
+        from adaptscope.metrics.backbones import build_clip_vision
+
+        self.device = torch.device(device)
+        self.model = build_clip_vision(weights_dir, self.device)
+        config = self.model.config
+        self.side = int(config.image_size)
+        self.name = (f"clip-{self.side}px-{config.projection_dim}d-"
+                     f"{_folder_digest(self.model.name_or_path)}/cmmd")
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            batch = torch.stack([cmmd_transform(img, self.side) for img in x])
+            emb = self.model(pixel_values=batch.to(self.device)).image_embeds.float()
+            return (emb / torch.linalg.norm(emb, dim=-1, keepdim=True)).cpu()
+
+
+def _folder_digest(folder: str | os.PathLike) -> str:
+    """Short digest of a model folder's config and weights: config.json's bytes, each weight
+    file's name, size and first and last MiB (not the whole 1.7 GB): the same for the same
+    files on any machine, and all but surely different for other weights, a fine-tuned copy of
+    the same size included."""
+    chunk = 2**20
+    digest = hashlib.sha256()
+    for path in sorted(Path(folder).iterdir()):
+        if path.name == "config.json":
+            digest.update(path.read_bytes())
+        elif path.suffix in (".safetensors", ".bin") and path.is_file():
+            size = path.stat().st_size
+            digest.update(f"{path.name}\0{size}\0".encode())
+            with open(path, "rb") as f:
+                digest.update(f.read(chunk))
+                f.seek(max(0, size - chunk))
+                digest.update(f.read(chunk))
+    return digest.hexdigest()[:8]

@@ -1,5 +1,6 @@
 """Metrics from (N, D) feature arrays, no network: KID, precision/recall/density/coverage, and
-memorisation of the training shots.
+memorisation of the training shots (a shot-spacing threshold, and Gu et al.'s nearest-neighbour
+ratio rule). CMMD, an MMD with a Gaussian kernel, is in `adaptscope.metrics.cmmd`.
 
 Every function takes numpy arrays (or torch tensors, converted) and computes in float64. The
 reference each one reproduces is named in its docstring with the file and line it was checked
@@ -347,3 +348,66 @@ def feature_memorisation(fake_feats: Any, shot_feats: Any, *, ratio: float = 0.5
         raise ValueError(f"fake_feats and shot_feats differ in dimension: {f.shape[1]} vs "
                          f"{s.shape[1]}")
     return memorised_fraction(_cdist(f, s), _cdist(s, s), ratio=ratio)
+
+
+# --------------------------------------------------------------------------- Gu et al.'s copies
+
+GU_RATIO = 1.0 / 3.0  # sail-sg/DiffMemorize mem_ratio.py:162
+
+
+def gu_copies(sample_to_shot: Any, *, ratio: float = GU_RATIO) -> np.ndarray:
+    """(N,) bool: which samples are copies of a training shot by the nearest-neighbour ratio
+    rule of Gu et al. ("On Memorization in Diffusion Models", arXiv 2310.02664, TMLR 2025):
+    a sample is a copy when d1 / d2 < ratio, d1 and d2 its distances to its nearest and
+    second-nearest shot, ratio = 1/3.
+
+    Source [C]: the authors' code, github.com/sail-sg/DiffMemorize @ 39efb7c, mem_ratio.py:118
+    (L2 distances to every training image), :120 (the two smallest), :162 (`(knn_distance[:, 0]
+    / knn_distance[:, 1]) < 1/3`). [S] their paper states the criterion, after Yoon et al. 2023
+    ("Diffusion probabilistic models generalize when they fail to memorize"); not re-read here.
+    [U] that Uni-DAD or CRDI use it: neither codebase computes it.
+
+    Unlike `memorisation`, whose threshold is set by the shots' spacing, this rule needs no
+    shot-to-shot distances: a sample must be three times nearer one shot than any other. It
+    holds in any metric space: (N, K) Euclidean distances of FID features
+    (`gu_feature_memorisation`) or LPIPS distances (`IntraLPIPSResult.sample_to_shot`).
+
+    Boundaries, as in the reference: the inequality is strict (d1 = d2 / 3 is not a copy); a
+    sample equally near two shots (d1 = d2) is not a copy; when d2 = 0 (two identical shots
+    and the sample on them) the reference's 0 / 0 is NaN and NaN < 1/3 is false, so it is not
+    a copy either (which shot it copies cannot be told).
+    """
+    d = np.asarray(sample_to_shot, dtype=np.float64)
+    if d.ndim != 2 or d.shape[0] == 0:
+        raise ValueError(f"sample_to_shot must be an (N, K) distance matrix with N >= 1, got "
+                         f"shape {d.shape}")
+    if d.shape[1] < 2:
+        raise ValueError(f"the nearest-neighbour ratio rule needs at least 2 shots (it divides "
+                         f"the distance to the nearest shot by that to the second-nearest), got "
+                         f"K = {d.shape[1]}")
+    if not np.isfinite(d).all() or (d < 0).any():
+        raise ValueError("sample_to_shot must hold finite, non-negative distances")
+    if not (np.isfinite(ratio) and 0 < ratio <= 1):
+        raise ValueError(f"ratio must be in (0, 1] (d1 / d2 never exceeds 1), got {ratio}")
+    two = np.partition(d, 1, axis=1)[:, :2]
+    d1, d2 = two[:, 0], two[:, 1]
+    quotient = np.divide(d1, d2, out=np.full(d1.shape, np.inf), where=d2 > 0)
+    return quotient < ratio
+
+
+def gu_memorised_fraction(sample_to_shot: Any, *, ratio: float = GU_RATIO) -> float:
+    """Fraction of samples that are copies of a shot by `gu_copies`' rule, from (N, K)
+    sample-to-shot distances in any metric space (FID-feature Euclidean, LPIPS)."""
+    return float(gu_copies(sample_to_shot, ratio=ratio).mean())
+
+
+def gu_feature_memorisation(fake_feats: Any, shot_feats: Any, *,
+                            ratio: float = GU_RATIO) -> float:
+    """`gu_memorised_fraction` with Euclidean distances between (N, D) generated and (K, D)
+    shot features (the FID features the evaluator already holds)."""
+    f = _features(fake_feats, "fake_feats")
+    s = _features(shot_feats, "shot_feats")
+    if f.shape[1] != s.shape[1]:
+        raise ValueError(f"fake_feats and shot_feats differ in dimension: {f.shape[1]} vs "
+                         f"{s.shape[1]}")
+    return gu_memorised_fraction(_cdist(f, s), ratio=ratio)

@@ -8,10 +8,27 @@ perturb (or depend on) the training RNG and every method sees the same inputs fo
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
-from adaptscope.models.stylegan2 import Generator
+if TYPE_CHECKING:
+    from adaptscope.models.stylegan2 import Generator
+
+
+@dataclass
+class LatentBatch:
+    """One batch of a GAN's fixed inputs: z and its per-layer noise maps, cut together."""
+
+    z: torch.Tensor
+    noise: list[torch.Tensor]
+
+    def __len__(self) -> int:
+        return len(self.z)
+
+    def __getitem__(self, index: slice) -> LatentBatch:
+        return LatentBatch(self.z[index], [maps[index] for maps in self.noise])
 
 
 class FixedLatents:
@@ -38,3 +55,14 @@ class FixedLatents:
             n = min(batch_size, total - done)
             yield self.draw(n)
             done += n
+
+    def input_batches(self, total: int, batch_size: int) -> Iterator[LatentBatch]:
+        """`batches` as `LatentBatch`es: the GAN family's fixed inputs for evaluation."""
+        for z, noise in self.batches(total, batch_size):
+            yield LatentBatch(z, noise)
+
+
+def fixed_latent_batches(g: Generator, seed: int, total: int,
+                         batch_size: int) -> Iterator[LatentBatch]:
+    """The fixed inputs of generator `g` for `seed`, in batches (see `FixedLatents`)."""
+    return FixedLatents(g, seed).input_batches(total, batch_size)

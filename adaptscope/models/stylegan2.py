@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -24,6 +24,7 @@ from adaptscope.models.layers import (
     StyledConv,
     ToRGB,
 )
+from adaptscope.models.sampling import LatentBatch, fixed_latent_batches
 
 
 def reference_channels(channel_multiplier: int = 2) -> dict[int, int]:
@@ -49,6 +50,8 @@ def _resolve_channels(
 
 class Generator(nn.Module):
     """Mapping network + synthesis network, called as `g([z]) -> (image, latent or None)`."""
+
+    family = "gan"
 
     def __init__(
         self,
@@ -117,6 +120,15 @@ class Generator(nn.Module):
     def device(self) -> torch.device:
         """The device the generator's weights are on."""
         return self.input.input.device
+
+    def fixed_batches(self, seed: int, total: int, batch_size: int) -> Iterator[LatentBatch]:
+        """The GAN family's fixed inputs for `seed` (z and noise maps), in batches: what the
+        evaluator samples, the same for every method and iteration."""
+        return fixed_latent_batches(self, seed, total, batch_size)
+
+    def generate(self, inputs: LatentBatch) -> torch.Tensor:
+        """Images of one batch of fixed inputs."""
+        return self([inputs.z.to(self.device)], noise=inputs.noise)[0]
 
     def make_noise(self, batch: int = 1, generator: torch.Generator | None = None
                    ) -> list[torch.Tensor]:

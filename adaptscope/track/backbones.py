@@ -18,6 +18,7 @@ from adaptscope.embedded.toynet import load_toynet
 from adaptscope.errors import ConfigError
 from adaptscope.metrics.backbones import build_lpips
 from adaptscope.metrics.extractors import (
+    CLIPExtractor,
     DINOv2Extractor,
     FeatureExtractor,
     InceptionExtractor,
@@ -36,6 +37,9 @@ FID_BACKBONES.register("pytorch-fid", PytorchFIDExtractor)
 FID_BACKBONES.register("torchvision-inception", TorchvisionInceptionExtractor)
 FID_BACKBONES.register("dinov2-vit-b14", DINOv2Extractor)
 FID_BACKBONES.register("toy", lambda weights_dir, device: ToyExtractor())
+# CMMD's embedding (metrics.cmmd_backbone): a feature extractor like the FID ones, so its real
+# features are cached the same way
+FID_BACKBONES.register("clip-vit-l14-336", CLIPExtractor)
 
 LPIPS_BACKBONES: Registry[Callable[[WeightsDir], nn.Module]] = Registry(
     "LPIPS backbone", " (metrics.lpips_backbone)")

@@ -11,7 +11,10 @@ importance probing, MineGAN's miner-only start; "adapt" for methods of one stage
 added `stage_start`, the iteration where the row's stage began (`stage_aligned` counts a run's
 iterations from its last stage's start with it). Version 6 added `variant`, the sweep variant of
 the run (`ewc.lam=10`; null outside sweeps), and `fid_selection`, FID against a validation split
-of the target set (null without one).
+of the target set (null without one). Version 7 added `family`, the generator family ("gan" or
+"diffusion"; older files read it as "gan", the only family they could hold), Gu et al.'s
+memorisation (`gu_memorised_features`, `gu_memorised_lpips`) and CMMD (`cmmd`, `cmmd_unbiased`,
+`cmmd_backbone`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 # Identity of the run (same value on every row of one run).
 ID_COLUMNS: dict[str, str] = {
     "run_id": "string",
+    "family": "string",  # the generator family: "gan" or "diffusion"
     "method": "string",
     "source": "string",
     "target": "string",
@@ -43,7 +47,8 @@ PROGRESS_COLUMNS: dict[str, str] = {
 FULL = "full"
 CHEAP = "cheap"
 EVALUATION_KINDS: tuple[str, ...] = (FULL, CHEAP)
-CHEAP_METRICS: tuple[str, ...] = ("realism_pt", "nearest_shot_lpips", "memorised_lpips")
+CHEAP_METRICS: tuple[str, ...] = ("realism_pt", "nearest_shot_lpips", "memorised_lpips",
+                                  "gu_memorised_lpips")
 
 # The protocol's metrics; null where a metric was not computed. `protocol` names the evaluation
 # protocol (adaptscope.protocols) on every row, cheap ones included.
@@ -68,6 +73,15 @@ METRIC_COLUMNS: dict[str, str] = {
     "lpips_backbone": "string",
     "nearest_shot_lpips": "float64",
     "memorised_lpips": "float64",  # the same fraction in LPIPS space
+    # Gu et al.'s rule: the fraction of samples under 1/3 of the second-nearest shot's distance
+    # from their nearest shot (FID features; LPIPS)
+    "gu_memorised_features": "float64",
+    "gu_memorised_lpips": "float64",
+    # CMMD (CLIP embeddings, Gaussian kernel, x1000): biased as the reference, and unbiased;
+    # null unless the protocol measures it (metrics.cmmd_backbone)
+    "cmmd": "float64",
+    "cmmd_unbiased": "float64",
+    "cmmd_backbone": "string",
 }
 
 # Columns every trajectory has, in order. Extra metrics (for example the embedded world's
@@ -80,8 +94,8 @@ META_CONFIG = "adaptscope.config"  # the run's resolved config, JSON
 META_VERSION = "adaptscope.version"  # adaptscope version that wrote the file
 META_PROTOCOL = "adaptscope.protocol"  # evaluation protocol, JSON (backbones, sample counts, ...)
 META_SCHEMA = "adaptscope.schema"  # schema version of this table
-SCHEMA_VERSION = "6"
-READABLE_SCHEMA_VERSIONS: tuple[str, ...] = ("1", "2", "3", "4", "5", SCHEMA_VERSION)
+SCHEMA_VERSION = "7"
+READABLE_SCHEMA_VERSIONS: tuple[str, ...] = ("1", "2", "3", "4", "5", "6", SCHEMA_VERSION)
 # The version that added a column; a file of an earlier version is read with it null (and
 # `evaluation` as "full").
 ADDED_IN: dict[str, int] = {
@@ -92,7 +106,11 @@ ADDED_IN: dict[str, int] = {
     "stage_start": 5,
     "variant": 6,
     "fid_selection": 6,
+    **{c: 7 for c in ("family", "gu_memorised_features", "gu_memorised_lpips", "cmmd",
+                      "cmmd_unbiased", "cmmd_backbone")},
 }
+# What a column added later reads as in an older file, where that is known rather than null.
+OLDER_FILES_READ: dict[str, str] = {"evaluation": FULL, "family": "gan"}
 
 
 def columns_of_version(version: str) -> list[str]:

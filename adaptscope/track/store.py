@@ -94,7 +94,7 @@ def _normalise_rows(
     """Check and convert rows to schema types; return them with their extra column names.
 
     A row that does not say which kind of evaluation it is counts as a full one, the only kind
-    there was before schema version 2.
+    there was before schema version 2; one that names no family is a GAN's (schema 7).
     """
     extra: list[str] = []
     out: list[dict] = []
@@ -102,8 +102,8 @@ def _normalise_rows(
         where = f"{run_dir}: row {i}"
         if not isinstance(row, Mapping):
             raise TrajectoryError(f"{where}: expected a dict, got {type(row).__name__}")
-        if "evaluation" not in row:
-            row = {**row, "evaluation": schema.FULL}
+        # Columns a row may leave out: their values from before they existed.
+        row = {**{k: v for k, v in schema.OLDER_FILES_READ.items() if k not in row}, **row}
         missing = [c for c in REQUIRED_VALUES if c not in row]
         if missing:
             raise TrajectoryError(f"{where}: missing required column(s) {missing}")
@@ -229,7 +229,7 @@ def _read_table(path: Path) -> tuple[pa.Table, list[str], dict[str, str]]:
     extra = _validate_file_schema(path, table.schema)
     for name in schema.COLUMNS:  # columns added after the file's schema version
         if name not in table.schema.names:
-            value = schema.FULL if name == "evaluation" else None  # schema 1: all full
+            value = schema.OLDER_FILES_READ.get(name)  # schema 1: all full; before 7: all GANs
             table = table.append_column(
                 name, pa.array([value] * table.num_rows, _ARROW_TYPES[schema.COLUMNS[name]]))
     try:

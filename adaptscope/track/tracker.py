@@ -15,9 +15,8 @@ import numpy as np
 
 from adaptscope.files import atomic_write
 from adaptscope.images import save_grid, to_uint8
-from adaptscope.models import Generator
 from adaptscope.spec import RunSpec
-from adaptscope.track.evaluate import Evaluator
+from adaptscope.track.evaluate import Evaluator, Sampled
 from adaptscope.track.rundir import RunDir
 from adaptscope.track.schema import CHEAP, FULL
 from adaptscope.track.store import append_rows, recorded_iterations
@@ -31,13 +30,16 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 class Tracker:
     """Evaluates on the schedule and appends one trajectory row per evaluation."""
 
-    def __init__(self, spec: RunSpec, run_dir: RunDir, target: TargetData, cheap: bool = True):
+    def __init__(self, spec: RunSpec, run_dir: RunDir, target: TargetData, cheap: bool = True,
+                 family: str = "gan"):
         """`cheap=False` where no cheap evaluations will be recorded whatever the schedule says
-        (checkpoints trained elsewhere), so the protocol does not list them."""
+        (checkpoints trained elsewhere), so the protocol does not list them. `family` is the
+        generator family ("gan", "diffusion") every row records."""
         self.spec = spec
+        self.family = family
         self.run_dir = run_dir
         self.recorded = recorded_iterations(run_dir.path)
-        self.evaluator = Evaluator(spec.metrics, target, spec.seed, spec.device)
+        self.evaluator = Evaluator(spec.metrics, target, spec.seed, spec.device, family=family)
         self.config = spec.to_dict()
         # The schedule's rule, not its points: a few bytes however long the run.
         rule = spec.schedule.rule(cheap=cheap)
@@ -48,7 +50,7 @@ class Tracker:
         _save_npy(run_dir.shots_npy, shots)
         save_grid(shots, run_dir.shots_png, ncol=len(shots))
 
-    def record(self, iteration: int, images_seen: int, wall_time_s: float, g_ema: Generator,
+    def record(self, iteration: int, images_seen: int, wall_time_s: float, g_ema: Sampled,
                training: dict[str, float] | None = None) -> dict[str, Any] | None:
         """Evaluate and append the row for `iteration`, unless it is already recorded.
 
@@ -69,7 +71,7 @@ class Tracker:
         return row
 
     def record_cheap(self, iteration: int, images_seen: int, wall_time_s: float,
-                     g_ema: Generator,
+                     g_ema: Sampled,
                      training: dict[str, float] | None = None) -> dict[str, Any] | None:
         """Measure the cheap metrics and append their row for `iteration` (evaluation "cheap",
         the other metrics null, no sample grid), unless it is already recorded."""
@@ -85,7 +87,8 @@ class Tracker:
                   evaluation: str) -> dict[str, Any]:
         """The columns every row of this run starts with."""
         s = self.spec
-        return {"run_id": s.run_id, "method": s.method, "source": s.source.name,
+        return {"run_id": s.run_id, "family": self.family, "method": s.method,
+                "source": s.source.name,
                 "target": s.target.label, "shots": s.target.shots, "seed": s.seed,
                 "variant": s.variant, "iteration": iteration, "images_seen": images_seen,
                 "wall_time_s": wall_time_s, "evaluation": evaluation}

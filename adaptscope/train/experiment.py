@@ -32,6 +32,8 @@ from adaptscope.spec import (
     RunSpec,
     check_metrics_fit_target,
     default_config_path,
+    embedded_source_family,
+    family_mismatch,
     protocol_departures,
     requested_protocol,
     resolve_metrics,
@@ -148,6 +150,9 @@ def run_specs(cfg: ExperimentConfig) -> list[RunSpec]:
     specs = []
     for spec in cfg.runs():
         cls = get_method(spec.method)
+        shipped = embedded_source_family(spec.source)
+        if shipped is not None and shipped != cls.family:
+            raise family_mismatch(spec.method, cls.family, spec.source.checkpoint, shipped)
         sections = cfg.method_sections.get(spec.method, {})
         train = {**cls.loop_settings, **sections.get("train", {})}
         if train:

@@ -28,8 +28,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from adaptscope.embedded import TOY_DIFFUSION_SOURCE
 from adaptscope.errors import CheckpointError, ConfigError, DataError, WeightsError
+from adaptscope.methods import get_method
 from adaptscope.models import Generator, LoadedCheckpoint, load_checkpoint
+from adaptscope.models.diffusion import LoadedDiffusion
 from adaptscope.spec import (
     EMBEDDED_SOURCE,
     MetricsSpec,
@@ -37,6 +40,8 @@ from adaptscope.spec import (
     SourceSpec,
     TargetSpec,
     check_metrics_fit_target,
+    embedded_source_family,
+    family_mismatch,
     source_checkpoint_path,
 )
 from adaptscope.track.evaluate import set_size_problems
@@ -48,12 +53,13 @@ from adaptscope.track.target import TargetData, load_target
 def check_runs(specs: Sequence[RunSpec]) -> None:
     """Fail with one AdaptscopeError naming the input and its fix, before any run is written,
     when a run of `specs` could not start or could not be measured."""
-    sizes: dict[tuple[str, str], int] = {}  # (checkpoint, weights) -> resolution of G
+    sizes: dict[tuple[str, str, str], int] = {}  # (checkpoint, weights, family) -> resolution
     seen = _Seen()
     for spec in specs:
-        key = (str(source_checkpoint_path(spec.source)), spec.source.weights)
+        family = get_method(spec.method).family
+        key = (str(source_checkpoint_path(spec.source)), spec.source.weights, family)
         if key not in sizes:
-            sizes[key] = _check_source(spec.source)
+            sizes[key] = _check_source(spec.source, family, spec.method)
         check_measurable(spec, sizes[key], seen)
 
 
@@ -127,9 +133,48 @@ def load_source(source: SourceSpec) -> tuple[LoadedCheckpoint, Generator]:
     return loaded, loaded.g if source.weights == "g" else loaded.g_ema
 
 
-def _check_source(source: SourceSpec) -> int:
-    """Load the source checkpoint; return the resolution of the generator adapted."""
-    return int(load_source(source)[1].size)
+def load_diffusion_source(source: SourceSpec) -> LoadedDiffusion:
+    """The diffusion source (an adaptscope file, a diffusers folder or an ADM checkpoint),
+    loaded strictly: the one loader of the preflight and the loop."""
+    from adaptscope.models.diffusion_checkpoint import load_diffusion_source as load
+
+    path = source_checkpoint_path(source)
+    if not path.exists():
+        hint = ("the shipped toy diffusion model is missing from the installation; rebuild it "
+                "with `adaptscope pretrain diffusion`"
+                if source.checkpoint == TOY_DIFFUSION_SOURCE
+                else "download it or set source.checkpoint (--set source.checkpoint=PATH)")
+        raise CheckpointError(f"source checkpoint {path} does not exist: {hint}")
+    return load(path)
+
+
+def _check_source(source: SourceSpec, family: str = "gan", method: str = "") -> int:
+    """Load the source checkpoint as `method`'s family needs it; return the resolution of the
+    generator adapted. A source of the other family is refused in one line."""
+    shipped = embedded_source_family(source)
+    if shipped is not None and shipped != family:
+        raise family_mismatch(method, family, source.checkpoint, shipped)
+    try:
+        if family == "diffusion":
+            return int(load_diffusion_source(source).model.size)
+        return int(load_source(source)[1].size)
+    except CheckpointError:
+        other = "gan" if family == "diffusion" else "diffusion"
+        if _reads_as(source, other):
+            raise family_mismatch(method, family, source.checkpoint, other) from None
+        raise
+
+
+def _reads_as(source: SourceSpec, family: str) -> bool:
+    """Whether the source loads as a model of `family` (to name a mismatch, not to use it)."""
+    try:
+        if family == "diffusion":
+            load_diffusion_source(source)
+        else:
+            load_source(source)
+    except (CheckpointError, ConfigError):
+        return False
+    return True
 
 
 def _check_target(target: TargetSpec, size: int) -> TargetData:

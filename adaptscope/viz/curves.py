@@ -193,7 +193,7 @@ def plot_replication(df: pd.DataFrame) -> Figure:
     features) and, in the embedded world, ground-truth diversity."""
     return plot_metrics(
         df,
-        ["nearest_shot_lpips", "memorised_lpips", "memorised_features", "gt_shot_agreement",
-         "gt_coverage", "gt_replication"],
+        ["nearest_shot_lpips", "memorised_lpips", "gu_memorised_lpips", "memorised_features",
+         "gt_shot_agreement", "gt_coverage", "gt_replication"],
         "Replication of the training shots",
     )

@@ -114,6 +114,11 @@ METRICS: dict[str, Metric] = {
     "nearest_shot_lpips": Metric("nearest_shot_lpips", "LPIPS to nearest shot", "higher", _LPIPS),
     "memorised_lpips": Metric(
         "memorised_lpips", "samples replicating a shot (LPIPS)", "lower", _LPIPS),
+    "gu_memorised_lpips": Metric(
+        "gu_memorised_lpips", "copies of a shot, Gu et al. (LPIPS)", "lower", _LPIPS),
+    "gu_memorised_features": Metric(
+        "gu_memorised_features", "copies of a shot, Gu et al. (features)", "lower", _FID),
+    "cmmd": Metric("cmmd", "CMMD to target set", "lower", ("protocol", "cmmd_backbone")),
     "gt_coverage": Metric("gt_coverage", "attribute coverage (ground truth)", "higher"),
     "gt_replication": Metric("gt_replication", "shot replication (ground truth)", "lower"),
     "gt_shot_agreement": Metric(

@@ -16,8 +16,10 @@ import seaborn as sns
 
 # The paper's methods first, in the order its figures use, then the built-in methods outside it
 # (its other baselines, the methods after it); any other method follows by name.
+# The diffusion family's methods come after the GAN ones.
 METHOD_ORDER: tuple[str, ...] = ("tgan", "tgan_ada", "freezed", "ewc", "cdc", "dcl", "bsa",
-                                 "minegan", "adam", "rick")
+                                 "minegan", "adam", "rick",
+                                 "ddpm_ft", "lora", "dreambooth", "domainstudio")
 
 # seaborn's colour-blind palette, pinned so figures do not change when seaborn does.
 _FIXED_COLORS: dict[str, str] = {
@@ -31,6 +33,11 @@ _FIXED_COLORS: dict[str, str] = {
     "minegan": "#ca9161",
     "adam": "#1b2a49",
     "rick": "#9467bd",
+    # the diffusion methods: darker, so the two families read apart on one plane
+    "ddpm_ft": "#000000",
+    "lora": "#7f7f7f",
+    "dreambooth": "#8c2d04",
+    "domainstudio": "#3f007d",
 }
 # Distinct from the fixed colours and from each other.
 _OTHER_COLORS: tuple[str, ...] = (
@@ -45,7 +52,8 @@ _OTHER_COLORS: tuple[str, ...] = (
 )
 _FIXED_MARKERS: dict[str, str] = {"tgan": "o", "tgan_ada": "v", "freezed": "s", "ewc": "^",
                                   "cdc": "D", "dcl": "P", "bsa": "X", "minegan": "<",
-                                  "adam": "*", "rick": "h"}
+                                  "adam": "*", "rick": "h", "ddpm_ft": ">", "lora": "p",
+                                  "dreambooth": "8", "domainstudio": "d"}
 _OTHER_MARKERS: tuple[str, ...] = (">", "p", "8", "d", "H")
 _DISPLAY_NAMES: dict[str, str] = {
     "tgan": "TGAN",
@@ -58,6 +66,10 @@ _DISPLAY_NAMES: dict[str, str] = {
     "minegan": "MineGAN",
     "adam": "AdAM",
     "rick": "RICK",
+    "ddpm_ft": "DDPM-FT",
+    "lora": "LoRA",
+    "dreambooth": "DreamBooth",
+    "domainstudio": "DomainStudio",
 }
 
 
