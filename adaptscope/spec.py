@@ -269,6 +269,10 @@ class MetricsSpec:
     # ignores them (left out, they stay out of its config.toml).
     sampler_steps: int | None = None
     sampler_precision: str | None = None
+    # The noise a DDIM step carries on: "model" (None; the model's prediction, diffusers'
+    # default) or "clipped" (re-derived from the clipped clean image, guided-diffusion's
+    # `ddim_sample`, as CRDI and Uni-DAD sample ADM models)
+    sampler_noise: str | None = None
     batch_size: int = 50
     weights_dir: str = ""  # where backbone weights are looked for first
 
@@ -295,6 +299,8 @@ class MetricsSpec:
                "one of " + ", ".join(f'"{c}"' for c in LPIPS_SMALL_CLUSTER_RULES))
         _check(self.sampler_steps is None or self.sampler_steps >= 1, "metrics.sampler_steps",
                self.sampler_steps, "metrics.sampler_steps >= 1")
+        _check(self.sampler_noise in (None, "model", "clipped"), "metrics.sampler_noise",
+               self.sampler_noise, '"model" or "clipped"')
         _check(self.sampler_precision in (None, *SAMPLER_PRECISIONS),
                "metrics.sampler_precision", self.sampler_precision,
                " or ".join(f'"{p}"' for p in SAMPLER_PRECISIONS))

@@ -81,9 +81,12 @@ def test_sample_k_does_not_depend_on_the_batching():
     assert torch.allclose(a, expected, atol=1e-5)
 
 
-def test_sampling_is_deterministic_ddim():
-    """DDIM with eta 0, computed here from its equation on the model's schedule: x_{t-1} =
-    sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev) eps, x0_hat clipped to [-1, 1]."""
+@pytest.mark.parametrize("noise", ["model", "clipped"])
+def test_sampling_is_deterministic_ddim(noise):
+    """DDIM with eta 0, computed here from its equation on the model's schedule: x0_hat from the
+    predicted noise, clipped to [-1, 1]; x_{t-1} = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev)
+    eps, eps the model's prediction ("model") or re-derived from the clipped x0_hat
+    ("clipped", guided-diffusion's ddim_sample)."""
     model = tiny_diffusion().eval()
     x = FixedNoise(16, 3).draw(2)
     steps = 4
@@ -97,9 +100,13 @@ def test_sampling_is_deterministic_ddim():
             a_t = abar[t]
             a_prev = abar[t - stride] if t - stride >= 0 else abar[0]  # set_alpha_to_one False
             x0 = ((y - (1 - a_t).sqrt() * eps) / a_t.sqrt()).clamp(-1, 1)
-            eps = (y - a_t.sqrt() * x0) / (1 - a_t).sqrt()  # re-derived from the clipped x0
+            if noise == "clipped":
+                eps = (y - a_t.sqrt() * x0) / (1 - a_t).sqrt()
             y = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
-    assert torch.allclose(model.sampler(steps)(x), y.float().clamp(-1, 1), atol=1e-4)
+    sampled = model.sampler(steps, noise=noise)(x)
+    assert torch.allclose(sampled, y.float().clamp(-1, 1), atol=1e-4)
+    other = model.sampler(steps, noise="clipped" if noise == "model" else "model")(x)
+    assert not torch.allclose(sampled, other, atol=1e-3)  # the two forms differ here
 
 
 def test_a_diffusion_run_resumes_bit_for_bit(diffusion_source, tmp_path):

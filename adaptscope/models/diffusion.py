@@ -95,8 +95,9 @@ class DiffusionModel(nn.Module):
         abar = self.alphas_cumprod[t].view(-1, 1, 1, 1)
         return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
 
-    def sampler(self, steps: int, precision: str = "float32") -> DDIMSampler:
-        return DDIMSampler(self, steps, precision)
+    def sampler(self, steps: int, precision: str = "float32",
+                noise: str = "model") -> DDIMSampler:
+        return DDIMSampler(self, steps, precision, noise)
 
 
 @dataclass
@@ -133,28 +134,30 @@ def predicted_x0(model: DiffusionModel, x_t: torch.Tensor, eps: torch.Tensor,
 class DDIMSampler:
     """Deterministic DDIM (eta 0) with diffusers' scheduler over the model's own schedule.
 
-    Each step clips the predicted clean image to [-1, 1] and re-derives the noise from the
-    clipped image, as guided-diffusion's `ddim_sample` does (`clip_denoised=True`, then
-    `_predict_eps_from_xstart`): the sampler CRDI and Uni-DAD evaluate ADM models with. The
+    Each step clips the predicted clean image to [-1, 1]. `noise` says what noise the step
+    carries on: "model", the model's own prediction (diffusers' DDIM default,
+    `use_clipped_model_output=False`), or "clipped", the noise re-derived from the clipped image,
+    as guided-diffusion's `ddim_sample` does (`clip_denoised=True`, then
+    `_predict_eps_from_xstart`), the sampler CRDI and Uni-DAD evaluate ADM models with. The
     scheduler holds no randomness at eta 0, so one instance serves every evaluation."""
 
-    def __init__(self, model: DiffusionModel, steps: int, precision: str = "float32"):
+    def __init__(self, model: DiffusionModel, steps: int, precision: str = "float32",
+                 noise: str = "model"):
         from diffusers import DDIMScheduler
 
         if steps < 1 or steps > model.num_train_timesteps:
             raise ValueError(f"sampler steps = {steps}: use 1..{model.num_train_timesteps}")
         if precision not in ("float32", "bfloat16"):
             raise ValueError(f"sampler precision = {precision!r}: use float32 or bfloat16")
+        if noise not in ("model", "clipped"):
+            raise ValueError(f"sampler noise = {noise!r}: use model or clipped")
         self.model = model
         self.steps = steps
         self.precision = precision
+        self.noise = noise
         self.scheduler = DDIMScheduler(**model.schedule, clip_sample=True,
                                        set_alpha_to_one=False)
         self.scheduler.set_timesteps(steps)
-
-    def describe(self) -> str:
-        return (f"DDIM, eta 0, {self.steps} steps ({self.scheduler.config.timestep_spacing} "
-                f"spacing), clipped to [-1, 1], denoiser in {self.precision}")
 
     @torch.no_grad()
     def __call__(self, noise: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
@@ -167,7 +170,8 @@ class DDIMSampler:
                                 enabled=self.precision == "bfloat16"):
                 eps = denoise(x, t.expand(len(x)).to(x.device)).float()
             x = self.scheduler.step(eps, t, x, eta=0.0,
-                                    use_clipped_model_output=True).prev_sample
+                                    use_clipped_model_output=self.noise == "clipped"
+                                    ).prev_sample
         return x.clamp(-1, 1)
 
 

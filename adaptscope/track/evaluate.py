@@ -151,6 +151,7 @@ class Evaluator:
         self.realism = realism_scorer(m.realism, m.realism_classifier, target.domain)
         steps = m.sampler_steps or DEFAULT_SAMPLER_STEPS
         precision = m.sampler_precision or "float32"
+        noise = m.sampler_noise or "model"
         self.ground_truth = _GroundTruth(target) if m.ground_truth else None
         self.protocol = {
             "protocol": m.protocol,
@@ -189,10 +190,12 @@ class Evaluator:
             "ground_truth": bool(m.ground_truth),
             "samples": (
                 f"the adapted denoiser, deterministic DDIM (eta 0) of {steps} steps "
-                f"({precision}) from fixed initial noise per seed, clipped, 8-bit quantised"
+                f"({precision}; the {noise} noise) from fixed initial noise per seed, clipped, "
+                "8-bit quantised"
                 if family == "diffusion" else
                 "g_ema, truncation 1, fixed latents and noise per seed, 8-bit quantised"),
-            **({"sampler": "ddim", "sampler_steps": steps, "sampler_precision": precision}
+            **({"sampler": "ddim", "sampler_steps": steps, "sampler_precision": precision,
+                "sampler_noise": noise}
                if family == "diffusion" else {}),
         }
 

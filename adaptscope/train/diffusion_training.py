@@ -34,10 +34,10 @@ class SampledDiffusion:
     family = "diffusion"
 
     def __init__(self, method: DiffusionMethod, model: DiffusionModel, steps: int,
-                 precision: str = "float32"):
+                 precision: str = "float32", noise: str = "model"):
         self.method = method
         self.model = model
-        self.sampler = model.sampler(steps, precision)
+        self.sampler = model.sampler(steps, precision, noise)
 
     @property
     def size(self) -> int:
@@ -85,7 +85,7 @@ class DiffusionTraining:
         self.step = DiffusionStep(model, method, spec.train)
         self.sampled = SampledDiffusion(
             method, model, spec.metrics.sampler_steps or DEFAULT_SAMPLER_STEPS,
-            spec.metrics.sampler_precision or "float32")
+            spec.metrics.sampler_precision or "float32", spec.metrics.sampler_noise or "model")
 
     def attach(self, tracker: Tracker) -> None:
         """Nothing of the tracker's is needed by the diffusion methods."""
