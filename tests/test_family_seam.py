@@ -190,3 +190,14 @@ def test_bfloat16_sampling_stays_close_to_float32():
     a, b = model.sampler(4)(x), model.sampler(4, "bfloat16")(x)
     assert not torch.equal(a, b)  # the setting does something
     assert (a - b).abs().mean() < 0.05
+
+
+def test_the_shipped_toy_diffusion_model_loads_strictly_within_5_mb():
+    from adaptscope.embedded import asset
+    from adaptscope.models.diffusion_checkpoint import load_diffusion_source
+
+    path = asset("toy_diffusion.pt")
+    assert path.stat().st_size <= 5 * 1024 * 1024
+    loaded = load_diffusion_source(path)
+    assert loaded.model.size == 32 and loaded.extra["step"] > 0
+    assert "optimizer" not in loaded.extra  # the moving average only
