@@ -17,13 +17,15 @@ from pathlib import Path
 import pandas as pd
 from embedded_world_report import markdown_table
 
-from adaptscope.embedded import asset, quality, toyfaces
+from adaptscope.embedded import quality, toyfaces
 from adaptscope.embedded.toynet import load_toynet
 from adaptscope.images import save_grid
 from adaptscope.models import load_checkpoint
 from adaptscope.models.diffusion import load_diffusion
 
 SCRIPT = "python experiments/diffusion_world_report.py"
+SHIPPED_DIFFUSION = "adaptscope/embedded/assets/toy_diffusion.pt"  # run from the repository root
+SHIPPED_GAN = "adaptscope/embedded/assets/toy_source.pt"
 DEFAULT_OUT = "reports/embedded-diffusion/source-quality"
 
 
@@ -40,8 +42,8 @@ def measure(model, n: int, seed: int, net) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--diffusion", default=str(asset("toy_diffusion.pt")))
-    parser.add_argument("--gan", default=str(asset("toy_source.pt")))
+    parser.add_argument("--diffusion", default=SHIPPED_DIFFUSION)
+    parser.add_argument("--gan", default=SHIPPED_GAN)
     parser.add_argument("--out", default=DEFAULT_OUT)
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
@@ -69,10 +71,10 @@ def main(argv: list[str] | None = None) -> None:
     per_attr.insert(2, "gan", results["gan"]["attributes"]["tv_generated_vs_predicted_real"])
     step = loaded.extra.get("step", "unknown")
     sampler = (f"DDIM, {quality.SAMPLER_STEPS} steps, eta 0, denoiser in "
-               f"{quality.SAMPLER_PRECISION}")
+               f"{quality.SAMPLER_PRECISION}, the {quality.SAMPLER_NOISE}'s noise")
     (out / "README.md").write_text(f"""# The embedded world's source models, side by side
 
-The toy diffusion model (`{args.diffusion}`, {step} pretraining steps; recipe
+The toy diffusion model (`{args.diffusion}`, {step:,} pretraining steps; recipe
 `experiments/pretrain-diffusion.toml`) and the toy StyleGAN2 (`{args.gan}`) under the same checks:
 {args.n} samples of each against {args.n} real ToyFaces source images, toy backbone, seed
 {args.seed}. Diffusion samples: {sampler} (the embedded protocol's sampler). Regenerate:

@@ -33,6 +33,7 @@ DOMAIN = "source"
 # A diffusion source's sampler here: the embedded protocol's (DDIM steps, denoiser precision).
 SAMPLER_STEPS = 10
 SAMPLER_PRECISION = "bfloat16"
+SAMPLER_NOISE = "model"
 
 
 def _stream_seed(seed: int, index: int) -> int:
@@ -55,7 +56,7 @@ def _generate(generator: Generator | DiffusionModel, seed: int, indices: range) 
     if isinstance(generator, DiffusionModel):
         x = torch.cat([FixedNoise(generator.size, _stream_seed(seed, i)).draw(1)
                        for i in indices])
-        return generator.sampler(SAMPLER_STEPS, SAMPLER_PRECISION)(x.to(device))
+        return generator.sampler(SAMPLER_STEPS, SAMPLER_PRECISION, SAMPLER_NOISE)(x.to(device))
     draws = [_latents(generator, seed, i) for i in indices]
     z, *noise = (torch.cat(parts).to(device) for parts in zip(*draws, strict=True))
     return generator([z], noise=noise)[0]
