@@ -35,7 +35,7 @@ _FIXED_COLORS: dict[str, str] = {
     "rick": "#9467bd",
     # the diffusion methods: darker, so the two families read apart on one plane
     "ddpm_ft": "#000000",
-    "lora": "#7f7f7f",
+    "lora": "#66a61e",
     "dreambooth": "#8c2d04",
     "domainstudio": "#3f007d",
 }
